@@ -1,0 +1,23 @@
+# The two commands of the README. Each builds the virtual environment on
+# first use (and again when pyproject.toml changes), then runs.
+PYTHON ?= python3
+VENV ?= .venv
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet --editable . --group dev
+	touch $@
+
+## Start a worker per queue, send a batch of tasks, show which worker ran each.
+demo: $(INSTALLED)
+	$(VENV)/bin/python -m routing_demo.demo
+
+## Lint, then the unit and integration tiers (RabbitMQ and Redis must answer).
+test: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest --durations=15

@@ -1,0 +1,127 @@
+"""routing_demo's Celery settings: the seed's uppercase list in Celery 5 form.
+
+``CELERY_BROKER_URL`` and ``CELERY_RESULT_BACKEND`` in the environment win
+over ``broker_url`` and ``result_backend`` here (Celery reads them itself),
+so one install serves RabbitMQ vhosts, ``rpc://`` and Redis without edits.
+The README's settings table explains each value.
+"""
+
+from __future__ import annotations
+
+import os
+
+from routing_demo.topology import (
+    TASK_QUEUES,
+    TASK_ROUTES,
+    default_queue,
+    task_exchange,
+)
+from routing_demo.transports import LIBRABBITMQ_TRANSPORT, broker_transport_for
+
+# --- Broker -----------------------------------------------------------------
+#: ``pyamqp://`` on purpose: with plain ``amqp://`` kombu switches to
+#: librabbitmq whenever it is importable, and librabbitmq 2.0.0 cannot
+#: consume with kombu 5.7 (``basic_consume`` rejects ``on_cancel``).
+broker_url = "pyamqp://guest:guest@localhost:5672//"
+#: The transport follows the URL actually used, on purpose: ``amqp://`` and
+#: ``pyamqp://`` get py-amqp, ``librabbitmq://`` gets the kombu 5.7 adapter in
+#: ``routing_demo.transports``. It wins over kombu's own guess from the scheme.
+broker_transport = broker_transport_for(os.environ.get("CELERY_BROKER_URL") or broker_url)
+#: Keep retrying the first connection: workers may start before RabbitMQ.
+broker_connection_retry_on_startup = True
+#: Seconds a client waits for a TCP connection before it reports the error.
+broker_connection_timeout = 4
+#: Publisher confirms (the seed's ``{'fanout_prefix': True}`` is a
+#: Redis-transport option): a publish returns once RabbitMQ has taken the
+#: message, or raises. Without them a message sent while the broker goes down
+#: can vanish with no error. Quorum queues need them too. librabbitmq has no
+#: confirms (its transport refuses the option): none there.
+broker_transport_options: dict[str, object] = (
+    {} if broker_transport == LIBRABBITMQ_TRANSPORT else {"confirm_publish": True}
+)
+#: Reconnect on a channel error instead of exiting: ``PRECONDITION_FAILED``
+#: when a countdown/ETA task is held past RabbitMQ's ``consumer_timeout``,
+#: ``RESOURCE_LOCKED`` on a restarted node's pidbox queue.
+broker_channel_error_retry = True
+#: A publish whose connection broke is retried for about 60 s (0, 1, 2, 3, 4,
+#: then 5 s apart), longer than a broker restart; Celery's default policy gives
+#: up after about 0.6 s. A publish to a broker that never answered still fails
+#: within ``broker_connection_timeout`` and its retries (about 6 s).
+task_publish_retry_policy = {
+    "max_retries": 15,
+    "interval_start": 0,
+    "interval_step": 1,
+    "interval_max": 5,
+}
+
+# --- Results ------------------------------------------------------------------
+#: ``rpc://`` sends results back as AMQP messages to the caller; set
+#: ``CELERY_RESULT_BACKEND=redis://…`` for results any process can read.
+result_backend = "rpc://"
+result_serializer = "json"
+result_accept_content = ["json"]
+#: Store task name, args, queue and the worker's node name with the result:
+#: the record of *where* a task ran.
+result_extended = True
+#: Redis result keys expire after an hour; an expired id then reads PENDING.
+result_expires = 60 * 60
+#: rpc:// result messages stay transient: only the waiting caller reads them.
+result_persistent = False
+#: Cap on the Redis backend's connection pool.
+redis_max_connections = 1024
+
+# --- Tasks and routing --------------------------------------------------------
+include = ["routing_demo.tasks"]
+task_serializer = "json"
+accept_content = ["json"]
+task_queues = TASK_QUEUES
+task_routes = TASK_ROUTES
+task_default_queue = default_queue.name
+task_default_exchange = task_exchange.name
+task_default_exchange_type = task_exchange.type
+task_default_routing_key = default_queue.routing_key
+#: A route or ``-Q`` naming an undeclared queue is an error, not a new queue.
+task_create_missing_queues = False
+#: Persistent messages in durable queues survive a broker restart.
+task_default_delivery_mode = "persistent"
+#: Acknowledge after the task ran, and give the message back when the worker
+#: process dies mid-task, so a killed worker loses no task.
+task_acks_late = True
+task_reject_on_worker_lost = True
+#: Report STARTED, so "queued" and "running" are told apart.
+task_track_started = True
+#: Results are the proof of where a task ran; keep them.
+task_ignore_result = False
+#: Hard limit (the pool child is killed) and a soft one a task can catch.
+task_time_limit = 60 * 60
+task_soft_time_limit = 55 * 60
+
+# --- Worker -------------------------------------------------------------------
+#: ``None`` means one pool process per CPU core.
+worker_concurrency = None
+worker_max_tasks_per_child = 1024
+#: Rejects what cannot be decoded instead of dropping it, so it dead-letters.
+worker_consumer = "routing_demo.consumer:Consumer"
+#: On a lost broker connection, stop tasks whose messages will be redelivered
+#: anyway (acks_late), rather than run them twice.
+worker_cancel_long_running_tasks_on_connection_loss = True
+
+# --- Time and beat --------------------------------------------------------------
+timezone = "UTC"
+enable_utc = True
+#: The seed's CELERYBEAT_SCHEDULER: remembers each entry's last run in a file.
+beat_scheduler = "celery.beat:PersistentScheduler"
+#: In the writable run directory (pidfiles and logs live there too).
+beat_schedule_filename = os.path.join(
+    os.environ.get("ROUTING_DEMO_RUN_DIR", "run"), "celerybeat-schedule"
+)
+#: ``add`` every ``ROUTING_DEMO_BEAT_INTERVAL`` seconds (default 30). Beat sends
+#: through the app like any caller, so the task follows its route to the add
+#: queue. Run exactly one beat: each one sends every entry.
+beat_schedule = {
+    "add-every-interval": {
+        "task": "routing_demo.tasks.add",
+        "schedule": float(os.environ.get("ROUTING_DEMO_BEAT_INTERVAL", "30")),
+        "args": (2, 3),
+    },
+}

@@ -1,0 +1,121 @@
+"""The demo: a worker per queue, a batch of tasks, and a check of where each ran.
+
+Run ``python -m routing_demo.demo``. It starts the ``add``, ``sub`` and
+default-queue workers with ``celery multi``, sends a seeded mix of ``add``,
+``sub`` and (unrouted) ``mul`` tasks, prints which worker ran each, stops the
+workers and exits 1 if any task ran on a worker other than the one the
+topology assigns to its queue.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from celery.result import AsyncResult
+
+from . import celery_app
+from .tasks import add, mul, sub
+from .topology import TASK_ROUTES, default_queue
+from .workers import WorkerGroup, WorkerNode, worker_nodes
+
+__all__ = ["expected_nodes", "main"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One task of the batch: what was sent, what came back, where it ran."""
+
+    result: AsyncResult
+    task: str
+    args: tuple[int, int]
+    expected_node: str
+
+    @property
+    def ran_where_expected(self) -> bool:
+        return self.result.worker == self.expected_node
+
+
+def expected_nodes(nodes: list[WorkerNode]) -> dict[str, str]:
+    """Task name -> the node that must run it, from the topology's routes and
+    each node's queue selection (a route-less task belongs to the default queue)."""
+    node_by_queue = {queue: node.hostname for node in nodes for queue in node.consumed_queues()}
+    return {
+        task.name: node_by_queue[TASK_ROUTES.get(task.name, {}).get("queue", default_queue.name)]
+        for task in (add, sub, mul)
+    }
+
+
+def send_batch(count: int, seed: int, expected: dict[str, str]) -> list[Outcome]:
+    """Send ``count`` tasks, a seeded mix of add, sub and mul, and wait for all."""
+    rng = random.Random(seed)
+    outcomes = []
+    for _ in range(count):
+        task = rng.choice((add, sub, mul))
+        args = (rng.randint(0, 99), rng.randint(0, 99))
+        outcomes.append(Outcome(task.delay(*args), task.name, args, expected[task.name]))
+    return outcomes
+
+
+def print_report(outcomes: list[Outcome], timeout: float) -> None:
+    header = f"{'task':<24} {'args':<9} {'result':>6}  {'key':<8} {'ran on':<22} check"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for outcome in outcomes:
+        value = outcome.result.get(timeout=timeout)
+        verdict = (
+            "ok" if outcome.ran_where_expected else f"WRONG (expected {outcome.expected_node})"
+        )
+        click.echo(
+            f"{outcome.task:<24} {outcome.args!s:<9} {value:>6}  "
+            f"{outcome.result.queue:<8} {outcome.result.worker:<22} {verdict}"
+        )
+
+
+@click.command()
+@click.option("--tasks", "count", default=12, show_default=True, help="How many tasks to send.")
+@click.option("--seed", default=7, show_default=True, help="Seed for the task mix.")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("run"),
+    show_default=True,
+    envvar="ROUTING_DEMO_RUN_DIR",
+    help="Where worker pidfiles and logs go.",
+)
+@click.option(
+    "--timeout", default=60.0, show_default=True, help="Seconds to wait for workers and results."
+)
+def main(count: int, seed: int, run_dir: Path, timeout: float) -> None:
+    """Start a worker per queue, send a batch, show which worker ran each task.
+
+    \b
+    Examples:
+      # The default batch against the local RabbitMQ
+      python -m routing_demo.demo
+      # Results through Redis instead of rpc://
+      CELERY_RESULT_BACKEND=redis://localhost:6379/0 python -m routing_demo.demo --tasks 30
+    """
+    nodes = worker_nodes()
+    workers = WorkerGroup(nodes, run_dir)
+    for node in nodes:
+        click.echo(f"starting {node.hostname} ({node.queue_option} {node.queue_names})")
+    workers.start()
+    try:
+        workers.wait_ready(celery_app, timeout=timeout)
+        outcomes = send_batch(count, seed, expected_nodes(nodes))
+        print_report(outcomes, timeout)
+    finally:
+        workers.stop()
+    misrouted = [outcome for outcome in outcomes if not outcome.ran_where_expected]
+    click.echo(
+        f"{len(outcomes) - len(misrouted)}/{len(outcomes)} tasks ran on their queue's worker"
+    )
+    if misrouted:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

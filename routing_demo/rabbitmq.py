@@ -1,0 +1,137 @@
+"""A small client for RabbitMQ's management HTTP API: the broker's own view.
+
+Celery knows what it *meant* to declare; the management API says what the
+broker *has*: vhosts, queues with their message and consumer counts, and the
+bindings that decide where a routing key leads.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+
+__all__ = ["DEFAULT_MANAGEMENT_URL", "ManagementAPI"]
+
+#: Where the management plugin listens unless ``RABBITMQ_MANAGEMENT_URL`` says
+#: otherwise (``rabbitmq-plugins enable rabbitmq_management``).
+DEFAULT_MANAGEMENT_URL = "http://guest:guest@localhost:15672"
+
+
+class ManagementAPI:
+    """Calls ``/api/…`` endpoints; every method raises on an HTTP error."""
+
+    def __init__(self, url: str | None = None, *, timeout: float = 5.0) -> None:
+        parts = urlsplit(url or os.environ.get("RABBITMQ_MANAGEMENT_URL", DEFAULT_MANAGEMENT_URL))
+        self.base_url = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}/api"
+        self.session = requests.Session()
+        self.session.auth = (parts.username or "guest", parts.password or "guest")
+        self.timeout = timeout
+
+    def _call(self, method: str, *path: str, json: Any = None) -> Any:
+        url = "/".join([self.base_url, *(quote(part, safe="") for part in path)])
+        response = self.session.request(method, url, json=json, timeout=self.timeout)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def overview(self) -> dict[str, Any]:
+        return self._call("GET", "overview")
+
+    def create_vhost(self, vhost: str, *, user: str = "guest") -> None:
+        """Create ``vhost`` and give ``user`` full rights on it."""
+        self._call("PUT", "vhosts", vhost)
+        self._call(
+            "PUT",
+            "permissions",
+            vhost,
+            user,
+            json={"configure": ".*", "write": ".*", "read": ".*"},
+        )
+
+    def delete_vhost(self, vhost: str) -> None:
+        """Delete ``vhost`` with everything in it (queues, messages, bindings)."""
+        self._call("DELETE", "vhosts", vhost)
+
+    def queue(self, vhost: str, name: str) -> dict[str, Any]:
+        return self._call("GET", "queues", vhost, name)
+
+    def queues(self, vhost: str) -> list[dict[str, Any]]:
+        return self._call("GET", "queues", vhost)
+
+    def bindings(self, vhost: str) -> list[dict[str, Any]]:
+        return self._call("GET", "bindings", vhost)
+
+    def connections(self, vhost: str) -> list[dict[str, Any]]:
+        """Client connections to ``vhost``, with their ``client_properties``."""
+        return self._call("GET", "vhosts", vhost, "connections")
+
+    def channels(self, vhost: str) -> list[dict[str, Any]]:
+        """Channels open in ``vhost`` (``confirm`` tells publisher-confirm mode)."""
+        return self._call("GET", "vhosts", vhost, "channels")
+
+    def peek(self, vhost: str, queue: str, count: int = 10) -> list[dict[str, Any]]:
+        """Up to ``count`` messages of ``queue``, put back after reading
+        (``ack_requeue_true``): the UI's "Get messages", consuming nothing."""
+        return self._call(
+            "POST",
+            "queues",
+            vhost,
+            queue,
+            "get",
+            json={"count": count, "ackmode": "ack_requeue_true", "encoding": "auto"},
+        )
+
+    def consumers(self, vhost: str) -> list[dict[str, Any]]:
+        return self._call("GET", "consumers", vhost)
+
+    def exchanges(self, vhost: str) -> list[dict[str, Any]]:
+        return self._call("GET", "exchanges", vhost)
+
+    def declare_queue(
+        self,
+        vhost: str,
+        name: str,
+        *,
+        durable: bool = True,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        """Declare ``name`` as RabbitMQ would for a client; fails if it exists
+        with other arguments."""
+        self._call(
+            "PUT",
+            "queues",
+            vhost,
+            name,
+            json={"durable": durable, "auto_delete": False, "arguments": arguments or {}},
+        )
+
+    def delete_queue(self, vhost: str, name: str) -> None:
+        self._call("DELETE", "queues", vhost, name)
+
+    def bind_queue(self, vhost: str, exchange: str, queue: str, routing_key: str) -> None:
+        self._call(
+            "POST", "bindings", vhost, "e", exchange, "q", queue, json={"routing_key": routing_key}
+        )
+
+    def unbind_queue(self, vhost: str, exchange: str, queue: str, routing_key: str) -> None:
+        """Remove the ``exchange`` → ``queue`` binding with ``routing_key``
+        (and no binding arguments)."""
+        for binding in self._call("GET", "bindings", vhost, "e", exchange, "q", queue):
+            if binding["routing_key"] == routing_key:
+                self._call(
+                    "DELETE",
+                    "bindings",
+                    vhost,
+                    "e",
+                    exchange,
+                    "q",
+                    queue,
+                    binding["properties_key"],
+                )
+
+    def import_definitions(self, vhost: str, definitions: dict[str, Any]) -> None:
+        """Load exchanges, queues and bindings into one vhost (users, vhosts and
+        permissions in ``definitions`` are ignored by a per-vhost import)."""
+        self._call("POST", "definitions", vhost, json=definitions)

@@ -1,0 +1,61 @@
+"""Which kombu transport a broker URL gets, chosen on purpose rather than by kombu's guess.
+
+kombu picks the transport from the URL's scheme, with one surprise: a plain
+``amqp://`` URL switches to librabbitmq whenever the ``librabbitmq`` module
+is importable (``kombu.connection.Connection._init_params``), and kombu's own
+librabbitmq transport cannot consume with kombu 5.7. Celery's
+``broker_transport`` setting (kombu's ``transport`` argument) wins over the
+scheme, so setting it from the URL makes the choice explicit:
+
+=====================  ==========================================================
+URL scheme             transport used
+=====================  ==========================================================
+``librabbitmq://``     :data:`LIBRABBITMQ_TRANSPORT`, kombu's librabbitmq transport
+                       with the adapter of :mod:`routing_demo.transports.librabbitmq`
+``amqp://``            ``pyamqp``, even when librabbitmq is installed
+``pyamqp://``          ``pyamqp`` (kombu never switches this one)
+anything else          kombu's choice from the scheme (``amqps://``, ``redis://``, …)
+=====================  ==========================================================
+
+Nothing here imports librabbitmq: the adapter module is loaded by kombu only
+when a connection uses it.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+__all__ = ["LIBRABBITMQ_TRANSPORT", "PYAMQP_TRANSPORT", "broker_transport_for"]
+
+#: The ``broker_transport`` value (a class path, which kombu resolves with
+#: ``symbol_by_name``) for librabbitmq with the kombu 5.7 adapter.
+LIBRABBITMQ_TRANSPORT = "routing_demo.transports.librabbitmq:Transport"
+#: kombu's alias for the pure-Python py-amqp transport.
+PYAMQP_TRANSPORT = "pyamqp"
+
+#: URL scheme -> the transport that scheme must get.
+_TRANSPORT_BY_SCHEME = {
+    "librabbitmq": LIBRABBITMQ_TRANSPORT,
+    "amqp": PYAMQP_TRANSPORT,
+    "pyamqp": PYAMQP_TRANSPORT,
+}
+
+
+def broker_transport_for(url: str | None) -> str | None:
+    """The ``broker_transport`` setting for ``url``, or ``None`` to let kombu
+    choose from the scheme.
+
+    Only the first URL of a failover list (``amqp://a;amqp://b``) is looked
+    at: kombu uses one transport for all of them.
+
+    >>> broker_transport_for("librabbitmq://guest:guest@localhost:5672//")
+    'routing_demo.transports.librabbitmq:Transport'
+    >>> broker_transport_for("amqp://guest:guest@localhost:5672//")
+    'pyamqp'
+    >>> broker_transport_for("redis://localhost:6379/0") is None
+    True
+    """
+    if not url or "://" not in url:
+        return None
+    first = url.split(";", 1)[0].strip()
+    return _TRANSPORT_BY_SCHEME.get(urlsplit(first).scheme.lower())

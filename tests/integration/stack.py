@@ -1,0 +1,116 @@
+"""A running test stack: a vhost, its workers, and a client app bound to it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from celery import Celery
+from kombu import Connection
+from kombu.message import Message
+
+from routing_demo.celery import DEFAULT_CONFIG_MODULE
+from routing_demo.topology import dead_letter_queue
+from routing_demo.workers import WorkerGroup, WorkerNode
+
+
+def make_client(broker_url: str, backend_url: str) -> Celery:
+    """A client app with the project's configuration, bound to one vhost.
+
+    A new app rather than ``routing_demo.celery_app``: that one keeps the
+    connection pool of whatever broker it first used.
+    """
+    app = Celery("routing_demo-client", set_as_current=False)
+    app.config_from_object(DEFAULT_CONFIG_MODULE)
+    app.conf.update(broker_url=broker_url, result_backend=backend_url)
+    return app
+
+
+@dataclass
+class Stack:
+    """A vhost, its running workers and a client app to send tasks with."""
+
+    backend: str
+    broker_url: str
+    backend_url: str
+    vhost: str
+    client: Celery
+    workers: WorkerGroup
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for another process to use this stack."""
+        return {"CELERY_BROKER_URL": self.broker_url, "CELERY_RESULT_BACKEND": self.backend_url}
+
+    def node(self, base: str) -> WorkerNode:
+        """The worker whose base name starts with ``base`` (``add``, ``sub``, ``default``)."""
+        return next(node for node in self.workers.nodes if node.name.startswith(f"{base}-"))
+
+    def connection(self) -> Connection:
+        return self.client.connection_for_write()
+
+    def log(self, base: str) -> str:
+        return self.workers.log_path(self.node(base)).read_text()
+
+
+class DeadLetters:
+    """Reads the ``dead_letter`` queue, keeping every message by task id
+    (its ``correlation_id``, which Celery sets to the task id).
+
+    Messages are acknowledged as they are read, so a later look does not see
+    them again; what one test reads and does not want stays in ``seen``.
+    """
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.seen: dict[str, Message] = {}
+
+    def wait_for(self, task_id: str, timeout: float = 30.0) -> Message:
+        deadline = time.monotonic() + timeout
+        with self.stack.connection() as connection:
+            queue = dead_letter_queue(connection.default_channel)
+            while task_id not in self.seen:
+                message = queue.get(no_ack=True)
+                if message is not None:
+                    self.seen[message.properties.get("correlation_id", "")] = message
+                elif time.monotonic() > deadline:
+                    raise AssertionError(f"task {task_id} never reached {queue.name}")
+                else:
+                    time.sleep(0.05)
+        return self.seen[task_id]
+
+
+def consumer_count(stack: Stack, queue: str) -> int:
+    """Consumers on ``queue`` as the broker counts them now (a passive declare)."""
+    with stack.connection() as connection:
+        return connection.default_channel.queue_declare(queue, passive=True)[2]
+
+
+def wait_consumers(stack: Stack, queue: str, expected: int, timeout: float = 30.0) -> None:
+    """Poll until ``queue`` has ``expected`` consumers. Celery's add/cancel
+    consumer commands reply *before* the worker acts, so the reply alone
+    does not mean the next message meets the new state."""
+    deadline = time.monotonic() + timeout
+    while (count := consumer_count(stack, queue)) != expected:
+        assert time.monotonic() < deadline, f"{queue} has {count} consumers, not {expected}"
+        time.sleep(0.05)
+
+
+@contextmanager
+def consumers_paused(stack: Stack, *bases: str) -> Iterator[None]:
+    """Each named worker stops consuming its own queue (same name) for the
+    block, so messages sent meanwhile stay in their queues; then it resumes."""
+    control = stack.client.control
+    for base in bases:
+        assert control.cancel_consumer(base, destination=[stack.node(base).hostname], reply=True)
+    try:
+        for base in bases:
+            wait_consumers(stack, base, 0)
+        yield
+    finally:
+        for base in bases:
+            control.add_consumer(base, destination=[stack.node(base).hostname], reply=True)
+        for base in bases:
+            wait_consumers(stack, base, 1)

@@ -1,0 +1,27 @@
+"""The ``celery multi`` command line built from the topology."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from routing_demo.workers import WorkerGroup, worker_nodes
+
+
+def test_when_group_started_then_multi_gets_one_selection_per_node(tmp_path: Path) -> None:
+    group = WorkerGroup(worker_nodes(suffix="-t"), tmp_path, worker_options=["-c", "2"])
+    argv = group.multi_argv("start")
+    multi = argv[argv.index("multi") :]
+    assert multi[:5] == ["multi", "start", "add-t", "sub-t", "default-t"]
+    for option, value in (("-X:default-t", "add,sub"), ("-Q:add-t", "add"), ("-Q:sub-t", "sub")):
+        assert multi[multi.index(option) + 1] == value
+    assert f"--pidfile={tmp_path}/%n.pid" in multi
+    assert f"--logfile={tmp_path}/%n.log" in multi
+    assert multi[-2:] == ["-c", "2"]
+    assert argv[argv.index("-A") + 1] == "routing_demo"
+
+
+def test_when_node_named_then_hostname_is_name_at_host() -> None:
+    node = worker_nodes(suffix="-x")[0]
+    name, _, host = node.hostname.partition("@")
+    assert name == "add-x"
+    assert host
