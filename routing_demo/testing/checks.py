@@ -1,0 +1,53 @@
+"""Questions tests ask of a running setup: the broker's counters, a worker's log.
+
+Each answers from the broker's or the worker's own record, not from what a
+test meant to do.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from celery import Celery
+from pytest_celery import CeleryTestSetup, CeleryTestWorker
+
+from .defaults import READY_TIMEOUT
+from .process import wait_until
+
+__all__ = ["QueueCounts", "queue_counts", "wait_for_log_count", "workers_by_queue"]
+
+
+class QueueCounts(NamedTuple):
+    """What RabbitMQ reports for a queue: messages ready, and consumers."""
+
+    messages: int
+    consumers: int
+
+
+def queue_counts(app: Celery, queue: str) -> QueueCounts:
+    """The broker's own counts for ``queue``, from a passive ``queue.declare``
+    (it never creates the queue: a missing one raises ``NotFound``)."""
+    with app.connection_for_write() as connection:
+        channel = connection.channel()
+        try:
+            _, messages, consumers = channel.queue_declare(queue=queue, passive=True)
+        finally:
+            channel.close()
+    return QueueCounts(messages, consumers)
+
+
+def workers_by_queue(setup: CeleryTestSetup) -> dict[str, CeleryTestWorker]:
+    """Each worker of the setup under the queue it is pinged on (``worker_queue``)."""
+    return {worker.worker_queue: worker for worker in setup.worker_cluster}
+
+
+def wait_for_log_count(
+    worker: CeleryTestWorker, text: str, count: int, timeout: float = READY_TIMEOUT
+) -> int:
+    """Wait until ``text`` appears at least ``count`` times in the worker's
+    logs (every run's); return how many times it does."""
+    return wait_until(
+        lambda: (found := worker.logs().count(text)) >= count and found,
+        timeout=timeout,
+        message=f"{worker.hostname()} did not log {text!r} {count} times",
+    )

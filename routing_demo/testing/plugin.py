@@ -1,0 +1,25 @@
+"""The command-line option of the local pytest-celery fixtures.
+
+``--docker`` runs the ``celery_setup`` tests on pytest-celery's own RabbitMQ
+and Redis containers instead of the local services (a Docker daemon must be
+running); ``ROUTING_DEMO_TEST_DOCKER=1`` does the same. Register this module
+as a plugin (``-p routing_demo.testing.plugin``) for the option to be known
+to every ``pytest`` command line.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+__all__ = ["pytest_addoption"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("routing_demo").addoption(
+        "--docker",
+        action="store_true",
+        dest="celery_docker",
+        default=False,
+        help="run celery_setup tests on pytest-celery's Docker RabbitMQ and Redis "
+        "containers (needs a Docker daemon); default: local services and processes",
+    )

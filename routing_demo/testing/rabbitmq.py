@@ -1,0 +1,215 @@
+"""RabbitMQ brokers for pytest-celery's ``CeleryTestBroker``, without Docker.
+
+Two kinds, for two kinds of test:
+
+- ``SharedRabbitMQVhost``: a throw-away vhost on a RabbitMQ someone else runs
+  (the machine's service, a CI service container). Cheap (well under a
+  second), and isolated: queues, bindings and messages live in the vhost only.
+  The broker is not ours, so ``kill()`` and ``restart()`` refuse.
+- ``PrivateRabbitMQNode``: a RabbitMQ node of our own, started from the
+  installed server with its own node name, ports, data, log and home
+  directories. It takes seconds to boot, and may be killed and restarted:
+  the one for fault tests. Its data directory outlives a restart, so durable
+  queues and persistent messages come back, as on a real broker.
+
+``PyAMQPRabbitMQContainer`` is pytest-celery's Docker RabbitMQ with a
+``pyamqp://`` URL, used when the tests run on Docker.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from kombu import Connection
+from pytest_celery import RabbitMQContainer
+
+from .defaults import AMQP_PORTS, DIST_PORTS, MANAGEMENT_PORTS, RABBITMQ_SERVER
+from .ports import free_ports
+from .process import LocalProcessContainer
+from .shared import SharedServiceContainer, service_config
+
+__all__ = ["PrivateRabbitMQNode", "PyAMQPRabbitMQContainer", "SharedRabbitMQVhost"]
+
+#: ``pyamqp://`` on purpose: with ``amqp://`` kombu switches to librabbitmq
+#: whenever it is importable, and librabbitmq cannot consume with kombu 5.7.
+SCHEME = "pyamqp://"
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _amqp_config(url: str) -> dict[str, object]:
+    """The ``celeryconfig`` pytest-celery's broker nodes expect."""
+    return service_config(url, 5672, "/")
+
+
+class SharedRabbitMQVhost(SharedServiceContainer):
+    """A vhost on a shared RabbitMQ, seen as a container that cannot be stopped.
+
+    ``url`` is the broker URL including the vhost; whoever made the vhost
+    deletes it (the test session's ``vhost_factory``).
+    """
+
+    service = "RabbitMQ"
+    private_fixture = "private_rabbitmq_broker"
+    default_port = 5672
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.vhost = urlsplit(url).path[1:] or "/"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+    @property
+    def celeryconfig(self) -> dict[str, object]:
+        return _amqp_config(self.url)
+
+    @property
+    def client(self) -> Connection:
+        return Connection(self.url)
+
+    @property
+    def name(self) -> str:
+        return f"rabbitmq-{self.host}-{self.port}-{self.vhost}"
+
+    @property
+    def id(self) -> str:
+        return self.vhost.rsplit("-", 1)[-1].ljust(12, "0")
+
+    def ready(self) -> bool:
+        with self.client as connection:
+            connection.ensure_connection(max_retries=1)
+        return True
+
+
+class PrivateRabbitMQNode(LocalProcessContainer):
+    """A RabbitMQ node of our own under ``base_dir``.
+
+    Ports come from the private ranges (``defaults``) at one offset unless
+    given. The management plugin is off unless ``management=True``: it
+    doubles the boot time, and ``queue_declare(passive=True)`` already tells
+    a queue's message and consumer counts. ``extra_config`` lines are appended
+    to its ``rabbitmq.conf`` (a short ``consumer_timeout``, a TLS listener).
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        amqp_port: int | None = None,
+        dist_port: int | None = None,
+        management_port: int | None = None,
+        management: bool = False,
+        extra_config: Sequence[str] = (),
+        server: str = RABBITMQ_SERVER,
+    ) -> None:
+        if amqp_port is None:
+            amqp_port, dist_port_free, management_port_free = free_ports(
+                AMQP_PORTS, DIST_PORTS, MANAGEMENT_PORTS
+            )
+            dist_port = dist_port or dist_port_free
+            management_port = management_port or management_port_free
+        if dist_port is None or (management and management_port is None):
+            raise ValueError("give dist_port (and management_port) together with amqp_port")
+        self.base_dir = Path(base_dir)
+        self.amqp_port = amqp_port
+        self.dist_port = dist_port
+        self.management_port = management_port if management else None
+        self.nodename = f"routing_demo_{amqp_port}@localhost"
+        self.extra_config = list(extra_config)
+        env = self._prepare_files()
+        super().__init__(
+            [server],
+            name=f"rabbitmq-{self.nodename}",
+            log_path=self.base_dir / "stdout.log",
+            env=env,
+            cwd=self.base_dir,
+            ready_prompt="Starting broker... completed",
+        )
+
+    def _prepare_files(self) -> dict[str, str]:
+        """Write the node's config files; return the environment that points
+        the server at them (and away from ``/etc/rabbitmq``)."""
+        home, mnesia, logs = (self.base_dir / name for name in ("home", "mnesia", "log"))
+        for directory in (home, mnesia, logs):
+            directory.mkdir(parents=True, exist_ok=True)
+        plugins = self.base_dir / "enabled_plugins"
+        plugins.write_text("[rabbitmq_management].\n" if self.management_port else "[].\n")
+        config = self.base_dir / "rabbitmq.conf"
+        lines = [
+            f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}",
+            # Only loopback clients may log in as guest: the default, said aloud.
+            "loopback_users.guest = true",
+        ]
+        if self.management_port:
+            lines += [
+                f"management.tcp.port = {self.management_port}",
+                "management.tcp.ip = 127.0.0.1",
+            ]
+        lines += self.extra_config
+        config.write_text("\n".join(lines) + "\n")
+        # The system's rabbitmq-env.conf names the system node: read an empty one.
+        env_file = self.base_dir / "rabbitmq-env.conf"
+        env_file.write_text("")
+        return {
+            "RABBITMQ_NODENAME": self.nodename,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.amqp_port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(mnesia),
+            "RABBITMQ_LOG_BASE": str(logs),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+            "RABBITMQ_CONFIG_FILE": str(config),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.base_dir / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(env_file),
+            "RABBITMQ_PID_FILE": str(self.base_dir / "rabbitmq.pid"),
+            # Distribution on loopback only; schedulers that sleep instead of
+            # spinning when idle, which matters on a small shared CI machine.
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
+                "-kernel inet_dist_use_interface {127,0,0,1} "
+                "+sbwt none +sbwtdcpu none +sbwtdio none"
+            ),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            # Its own Erlang cookie, away from the system node's.
+            "HOME": str(home),
+        }
+
+    @property
+    def url(self) -> str:
+        return f"{SCHEME}guest:guest@127.0.0.1:{self.amqp_port}//"
+
+    @property
+    def management_url(self) -> str | None:
+        """For ``routing_demo.rabbitmq.ManagementAPI``, when management is on."""
+        if not self.management_port:
+            return None
+        return f"http://guest:guest@127.0.0.1:{self.management_port}"
+
+    @property
+    def celeryconfig(self) -> dict[str, object]:
+        return _amqp_config(self.url)
+
+    @property
+    def client(self) -> Connection:
+        return Connection(self.url)
+
+    def probe(self) -> bool:
+        """The AMQP listener answers (the prompt is logged once it listens)."""
+        return _answers("127.0.0.1", self.amqp_port)
+
+
+class PyAMQPRabbitMQContainer(RabbitMQContainer):
+    """pytest-celery's Docker RabbitMQ, addressed as ``pyamqp://``."""
+
+    @classmethod
+    def prefix(cls) -> str:
+        return SCHEME

@@ -1,0 +1,41 @@
+"""pytest-celery's ``celery_setup`` on local processes, for this directory's tests.
+
+The fixtures come from ``routing_demo.testing.fixtures``: a throw-away vhost
+of the shared RabbitMQ, a database of the shared Redis, and one real
+``celery -A routing_demo worker`` per queue. Every worker here also loads
+``long_tasks`` (tasks slow enough to be interrupted).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from routing_demo.testing import plugin
+from routing_demo.testing.fixtures import (  # noqa: F401  (fixtures used by name)
+    celery_backend,
+    celery_broker,
+    celery_on_docker,
+    celery_setup_app,
+    celery_setup_cls,
+    celery_worker_cluster,
+    default_rabbitmq_broker_cls,
+    default_rabbitmq_broker_ports,
+    local_worker_factory,
+    private_rabbitmq_broker,
+    private_redis_backend,
+)
+
+HERE = Path(__file__).parent
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """``--docker``, unless the plugin is registered for the whole run already."""
+    if not pluginmanager.has_plugin(plugin.__name__):
+        plugin.pytest_addoption(parser)
+
+
+@pytest.fixture
+def local_worker_options() -> dict[str, object]:
+    return {"include": ["long_tasks"], "pythonpath": [HERE]}
