@@ -1,0 +1,153 @@
+"""What every ``routes`` command needs: the app, the task names, the broker's
+coordinates, and one way to print for people or for scripts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import click
+from celery import Celery
+from celery.bin.base import CLIContext
+from kombu import Connection
+from kombu.exceptions import OperationalError
+
+from ..rabbitmq import ManagementAPI
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_MISMATCH",
+    "EXIT_OK",
+    "EXIT_UNKNOWN",
+    "broker_errors",
+    "broker_vhost",
+    "emit_json",
+    "get_app",
+    "json_option",
+    "live_queue_counts",
+    "management_api",
+    "management_option",
+    "resolve_task",
+]
+
+#: Exit codes shared by the commands (2 stays click's "usage error").
+EXIT_OK = 0
+#: A task failed, a worker did not start or stop, or the broker said no.
+EXIT_FAILED = 1
+#: ``verify`` found a difference between the topology and the broker.
+EXIT_MISMATCH = 3
+#: A task id nobody knows, a timeout, or a question the backend cannot answer.
+EXIT_UNKNOWN = 4
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document instead of text."
+)
+
+management_option = click.option(
+    "--management-url",
+    envvar="RABBITMQ_MANAGEMENT_URL",
+    help="RabbitMQ management API, e.g. http://user:pass@host:15672 "
+    "[default: the broker URL's host and credentials on port 15672].",
+)
+
+
+def get_app(ctx: click.Context) -> Celery:
+    """The app ``celery -A …`` loaded; routing_demo's own when run without it."""
+    obj = ctx.find_object(CLIContext)
+    if obj is not None and obj.app is not None:
+        return obj.app
+    from .. import celery_app
+
+    return celery_app
+
+
+def emit_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, default=str))
+
+
+def resolve_task(app: Celery, name: str) -> str:
+    """A registered task name from a full name or its last part (``add``)."""
+    app.loader.import_default_modules()
+    if name in app.tasks:
+        return name
+    matches = sorted(
+        registered
+        for registered in app.tasks
+        if registered.rsplit(".", 1)[-1] == name and not registered.startswith("celery.")
+    )
+    # Prefer the app's own task modules (``include``) over shared tasks
+    # that other installed packages register in every app.
+    own = [m for m in matches if m.rsplit(".", 1)[0] in tuple(app.conf.include or ())]
+    if len(own) == 1:
+        return own[0]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(
+        sorted(registered for registered in app.tasks if not registered.startswith("celery."))
+    )
+    if matches:
+        raise click.BadParameter(f"{name!r} is ambiguous: {', '.join(matches)}", param_hint="TASK")
+    raise click.BadParameter(f"no task {name!r} is registered (known: {known})", param_hint="TASK")
+
+
+def parse_value(text: str) -> Any:
+    """A command-line argument as JSON when it parses (``2``, ``[1, 2]``,
+    ``null``), else the plain string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def broker_connection(app: Celery) -> Connection:
+    """The broker connection the app would publish through (not connected)."""
+    return app.connection_for_write()
+
+
+def broker_errors(app: Celery) -> tuple[type[BaseException], ...]:
+    """What publishing raises when the broker cannot be reached or refuses: a
+    connection refused, a TLS certificate it or we reject, a login or a queue
+    the user may not touch (``ACCESS_REFUSED``). Their messages name no
+    credentials, so a command may print them."""
+    connection = broker_connection(app)
+    return (OperationalError, *connection.connection_errors, *connection.channel_errors)
+
+
+def broker_vhost(app: Celery) -> str:
+    with broker_connection(app) as connection:
+        return connection.virtual_host or "/"
+
+
+def management_api(app: Celery, url: str | None) -> ManagementAPI:
+    """The management API of the app's broker: ``url`` when given, otherwise
+    the broker's host and credentials on the management port."""
+    if url:
+        return ManagementAPI(url)
+    with broker_connection(app) as connection:
+        user = quote(connection.userid or "guest", safe="")
+        password = quote(connection.password or "guest", safe="")
+        host = connection.hostname or "localhost"
+    return ManagementAPI(f"http://{user}:{password}@{host}:15672")
+
+
+def live_queue_counts(app: Celery, names: list[str]) -> dict[str, tuple[int, int]]:
+    """Queue name -> (ready messages, consumers), asked over AMQP with a passive
+    declare: the broker's answer of this instant, where the management API's
+    statistics lag by up to its collection interval (5 s by default). Queues
+    that do not exist are left out."""
+    counts: dict[str, tuple[int, int]] = {}
+    with broker_connection(app) as connection:
+        for name in names:
+            channel = connection.channel()
+            try:
+                _, ready, consumers = channel.queue_declare(name, passive=True)
+            except connection.channel_errors:
+                continue
+            finally:
+                try:
+                    channel.close()
+                except connection.connection_errors + connection.channel_errors:
+                    pass
+            counts[name] = (ready, consumers)
+    return counts

@@ -1,0 +1,413 @@
+"""``routes topology``, ``explain``, ``verify`` and ``definitions``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import requests
+
+from ._common import (
+    EXIT_FAILED,
+    EXIT_MISMATCH,
+    EXIT_UNKNOWN,
+    broker_vhost,
+    emit_json,
+    get_app,
+    json_option,
+    live_queue_counts,
+    management_api,
+    management_option,
+    parse_value,
+    resolve_task,
+)
+from .definitions import (
+    DEFAULT_DEFINITIONS_PATH,
+    DEFAULT_PERMISSIONS_PATH,
+    DEFAULT_VHOST,
+    app_permissions,
+    app_resources,
+    render_definitions,
+    render_permissions,
+)
+from .explain import RouteExplanation, explain_route
+from .model import Topology, read_topology
+from .verify import verify_topology
+
+__all__ = ["definitions", "explain", "permissions", "topology", "verify"]
+
+
+def topology_document(topology: Topology) -> dict[str, Any]:
+    return {
+        "exchanges": [
+            {
+                "name": e.name,
+                "type": e.type,
+                "durable": bool(e.durable),
+                "arguments": dict(e.arguments or {}),
+            }
+            for e in topology.exchanges.values()
+        ],
+        "queues": [
+            {
+                "name": q.name,
+                "durable": bool(q.queue.durable),
+                "arguments": q.arguments,
+                "bindings": [
+                    {"exchange": b.exchange, "routing_key": b.routing_key} for b in q.bindings
+                ],
+                "consumed_by": list(q.consumers),
+                "unconsumed_on_purpose": q.unconsumed_on_purpose,
+            }
+            for q in topology.queues.values()
+        ],
+        "routes": topology.routes,
+        "default_queue": topology.default_queue,
+    }
+
+
+@click.command()
+@json_option
+@click.pass_context
+def topology(ctx: click.Context, as_json: bool) -> None:
+    """Show exchanges, queues, routes and the worker command for each queue.
+
+    Everything comes from the app's configuration (task_queues, task_routes),
+    which routing_demo/topology.py feeds.
+
+    \b
+    Examples:
+      celery -A routing_demo routes topology
+      celery -A routing_demo routes topology --json | jq '.queues[].name'
+    """
+    model = read_topology(get_app(ctx))
+    if as_json:
+        emit_json(topology_document(model))
+        return
+    click.echo("Exchanges")
+    for exchange in model.exchanges.values():
+        durable = "durable" if exchange.durable else "transient"
+        arguments = ", ".join(f"{k}={v}" for k, v in sorted((exchange.arguments or {}).items()))
+        click.echo(f"  {exchange.name:<24} {exchange.type:<7} {durable} {arguments}".rstrip())
+    click.echo("\nQueues")
+    for queue in model.queues.values():
+        bound = ", ".join(f"{b.exchange}[{b.routing_key}]" for b in queue.bindings) or "-"
+        arguments = ", ".join(f"{k}={v}" for k, v in sorted(queue.arguments.items())) or "-"
+        durable = "durable" if queue.queue.durable else "transient"
+        click.echo(f"  {queue.name:<12} bound {bound}; {durable}; arguments {arguments}")
+        if queue.unconsumed_on_purpose:
+            commands: tuple[str, ...] = ("nobody, on purpose (a holding queue: inspect by hand)",)
+        else:
+            commands = queue.consumers or ("NOBODY: no worker selection covers it",)
+        for command in commands:
+            click.echo(f"  {'':<12} consumed by: {command}")
+    click.echo(f"\nRoutes (task_routes; first match wins, else queue {model.default_queue!r})")
+    for rule in model.routes:
+        extra = f" {rule['options']}" if rule["options"] else ""
+        click.echo(f"  {rule['pattern']:<32} -> {rule['queue']}{extra}")
+
+
+def _print_explanation(explained: RouteExplanation) -> None:
+    call = ", ".join(
+        [repr(a) for a in explained.args] + [f"{k}={v!r}" for k, v in explained.kwargs.items()]
+    )
+    click.echo(f"task:        {explained.task}({call})")
+    if explained.overrides:
+        overrides = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in explained.overrides.items())
+        click.echo(f"overrides:   {overrides}")
+    click.echo(f"rule:        {explained.rule}")
+    if explained.queue is None and explained.error:
+        click.echo(f"error:       {explained.error}")
+        return
+    click.echo(f"queue:       {explained.queue}")
+    if explained.exchange:
+        click.echo(f"exchange:    {explained.exchange} [{explained.exchange_type}]")
+    else:
+        click.echo(
+            'exchange:    "" (the default exchange: Celery publishes there for a direct '
+            "exchange; every queue is bound to it by its name)"
+        )
+    click.echo(f"routing key: {explained.routing_key}")
+    if explained.note:
+        click.echo(f"note:        {explained.note}")
+    click.echo(f"delivered:   {', '.join(explained.delivered_to) or 'nowhere'}")
+    for queue, nodes in explained.consumed_by.items():
+        who = ", ".join(f"{node}@%h" for node in nodes) or "NO topology worker"
+        click.echo(f"consumed by: {who} (queue {queue})")
+    if explained.error:
+        click.echo(f"error:       {explained.error}")
+    selection = explained.selection
+    if selection is not None:
+        option = " ".join(
+            part
+            for flag, names in (("-Q", selection.include), ("-X", selection.exclude))
+            if names
+            for part in (flag, ",".join(names))
+        )
+        click.echo(f"worker {option}: consumes {', '.join(selection.queues) or 'nothing'}")
+        if selection.error:
+            click.echo(f"  error: {selection.error}")
+        for warning in selection.warnings:
+            click.echo(f"  warning: {warning}")
+        if not selection.error:
+            verdict = "yes" if explained.selection_consumes else "NO"
+            click.echo(f"  would this worker run it? {verdict}")
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("task")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
+@click.option("--queue", help="apply_async(queue=…) override.")
+@click.option("--routing-key", help="apply_async(routing_key=…) override.")
+@click.option("--exchange", help="apply_async(exchange=…) override.")
+@click.option("-Q", "--queues", "include", help="A worker's -Q selection to check against.")
+@click.option("-X", "--exclude-queues", "exclude", help="A worker's -X selection to check against.")
+@json_option
+@click.pass_context
+def explain(
+    ctx: click.Context,
+    task: str,
+    args: tuple[str, ...],
+    kwargs_json: str,
+    queue: str | None,
+    routing_key: str | None,
+    exchange: str | None,
+    include: str | None,
+    exclude: str | None,
+    as_json: bool,
+) -> None:
+    """Explain where TASK goes: the winning rule, exchange, routing key, queue.
+
+    Celery's own router and message sender compute the answer. ARGS are JSON
+    values (a bare word stays a string); TASK may be the short name (add).
+    Exits 1 when the message would reach no queue, or when the -Q/-X worker
+    would not run it (or would not start).
+
+    \b
+    Examples:
+      celery -A routing_demo routes explain add 2 3
+      # An unrouted task falls through to the default queue
+      celery -A routing_demo routes explain mul 2 3
+      # apply_async(queue="sub") wins over the route
+      celery -A routing_demo routes explain add 2 3 --queue sub
+      # Would the default-queue worker run it? (Celery ignores unknown -X names)
+      celery -A routing_demo routes explain add 2 3 -X add,sub,typo
+    """
+    app = get_app(ctx)
+    try:
+        name = resolve_task(app, task)
+    except click.BadParameter:
+        if "." not in task:
+            raise
+        name = task  # send_task("pkg.name") routes unregistered names too
+    kwargs = parse_value(kwargs_json)
+    if not isinstance(kwargs, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--kwargs")
+    explained = explain_route(
+        app,
+        name,
+        [parse_value(arg) for arg in args],
+        kwargs,
+        queue=queue,
+        routing_key=routing_key,
+        exchange=exchange,
+        include=include,
+        exclude=exclude,
+    )
+    if as_json:
+        emit_json(explained.as_dict())
+    else:
+        _print_explanation(explained)
+    if name not in app.tasks:
+        click.echo(f"warning: {name!r} is not registered here: a worker may reject it", err=True)
+    failed = explained.error or (
+        explained.selection is not None
+        and (explained.selection.error or not explained.selection_consumes)
+    )
+    if failed:
+        ctx.exit(EXIT_FAILED)
+
+
+@click.command()
+@click.option(
+    "--skip-consumers",
+    is_flag=True,
+    help="Check exchanges, queues and bindings only (no workers are running yet).",
+)
+@management_option
+@click.option("--vhost", help="The vhost to check [default: the broker URL's].")
+@json_option
+@click.pass_context
+def verify(
+    ctx: click.Context,
+    skip_consumers: bool,
+    management_url: str | None,
+    vhost: str | None,
+    as_json: bool,
+) -> None:
+    """Compare the declared topology with the broker (management HTTP API).
+
+    Reports missing or extra bindings, missing queues and exchanges, queue
+    argument mismatches (the "inequivalent arg" trap), declared queues nobody
+    consumes, and consumed queues no route feeds. Exits 3 on any mismatch,
+    4 when the management API cannot be asked.
+
+    \b
+    Examples:
+      celery -A routing_demo routes verify
+      # Before any worker runs: wiring only
+      celery -A routing_demo routes verify --skip-consumers
+      celery -A routing_demo -b pyamqp://app:secret@rabbit:5672/routing_demo routes verify \\
+          --management-url http://app:secret@rabbit:15672 --json
+    """
+    app = get_app(ctx)
+    vhost = vhost or broker_vhost(app)
+    api = management_api(app, management_url)
+    model = read_topology(app)
+    try:
+        live = {}
+        if not skip_consumers:
+            # Exact consumer counts for every durable queue: the management
+            # API's statistics lag seconds behind a worker's start.
+            names = {
+                queue["name"]
+                for queue in api.queues(vhost)
+                if not (queue.get("auto_delete") or queue.get("exclusive"))
+            }
+            live = live_queue_counts(app, sorted(names | set(model.queues)))
+        problems = verify_topology(
+            model, api, vhost, check_consumers=not skip_consumers, live_counts=live
+        )
+    except requests.RequestException as exc:
+        click.echo(f"cannot ask the management API at {api.base_url}: {exc}", err=True)
+        ctx.exit(EXIT_UNKNOWN)
+    except OSError as exc:
+        click.echo(f"cannot reach the broker: {exc}", err=True)
+        ctx.exit(EXIT_UNKNOWN)
+    if as_json:
+        emit_json({"vhost": vhost, "ok": not problems, "problems": [p.as_dict() for p in problems]})
+    elif problems:
+        click.echo(f"vhost {vhost!r}: {len(problems)} difference(s) from the declared topology")
+        for problem in problems:
+            click.echo(f"  {problem}")
+    else:
+        checked = "exchanges, queues, arguments, bindings" + (
+            "" if skip_consumers else ", consumers"
+        )
+        click.echo(f"vhost {vhost!r}: matches the declared topology ({checked})")
+    if problems:
+        ctx.exit(EXIT_MISMATCH)
+
+
+@click.command()
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Write here (e.g. {DEFAULT_DEFINITIONS_PATH}) instead of standard output.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 3 if --output's current content differs from what would be written.",
+)
+@click.option("--vhost", default=DEFAULT_VHOST, show_default=True)
+@click.pass_context
+def definitions(ctx: click.Context, output: Path | None, check: bool, vhost: str) -> None:
+    """RabbitMQ definitions (exchanges, queues, bindings) from the topology.
+
+    compose.yaml's broker loads conf/rabbitmq/definitions.json at boot;
+    regenerate it after changing routing_demo/topology.py.
+
+    \b
+    Examples:
+      celery -A routing_demo routes definitions -o conf/rabbitmq/definitions.json
+      celery -A routing_demo routes definitions -o conf/rabbitmq/definitions.json --check
+    """
+    text = render_definitions(read_topology(get_app(ctx)), vhost)
+    _write_or_check(ctx, "definitions", text, output, check)
+
+
+def _write_or_check(
+    ctx: click.Context, command: str, text: str, output: Path | None, check: bool
+) -> None:
+    """Print ``text``, write it to ``output``, or (``check``) compare it with
+    ``output``'s content and exit 3 when they differ."""
+    if check:
+        if output is None:
+            raise click.UsageError("--check needs --output")
+        current = output.read_text() if output.exists() else ""
+        if current != text:
+            click.echo(
+                f"{output} is out of date: regenerate it with "
+                f"`celery -A routing_demo routes {command} -o {output}`",
+                err=True,
+            )
+            ctx.exit(EXIT_MISMATCH)
+        click.echo(f"{output} is current")
+    elif output is None:
+        sys.stdout.write(text)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        click.echo(f"wrote {output}")
+
+
+@click.command()
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Write the patterns as JSON here (e.g. {DEFAULT_PERMISSIONS_PATH}).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 3 if --output's current content differs from what would be written.",
+)
+@json_option
+@click.pass_context
+def permissions(ctx: click.Context, output: Path | None, check: bool, as_json: bool) -> None:
+    """The application user's least-privilege permissions, from the topology.
+
+    Each of RabbitMQ's configure, write and read patterns covers exactly the
+    queues and exchanges workers and clients use: the task topology, Celery's
+    control (pidbox) and event (celeryev) exchanges and queues, and rpc://
+    reply queues. Without -o: every resource, its access and why, then the
+    patterns. compose's broker grants the patterns in
+    conf/rabbitmq/permissions.json to its user; regenerate it after changing
+    routing_demo/topology.py.
+
+    \b
+    Examples:
+      celery -A routing_demo routes permissions
+      celery -A routing_demo routes permissions -o conf/rabbitmq/permissions.json --check
+      # Grant them on another broker (one vhost per environment)
+      celery -A routing_demo routes permissions --json | jq -r '.permissions | .configure'
+    """
+    app = get_app(ctx)
+    model = read_topology(app)
+    if output is not None or check:
+        _write_or_check(ctx, "permissions", render_permissions(app, model), output, check)
+        return
+    granted = app_permissions(app, model)
+    resources = app_resources(app, model)
+    if as_json:
+        emit_json(
+            {
+                "permissions": granted.as_dict(),
+                "resources": [resource.as_dict() for resource in resources],
+            }
+        )
+        return
+    for resource in resources:
+        access = "".join(
+            p[0] if p in resource.access else "-" for p in ("configure", "write", "read")
+        )
+        click.echo(f"{access} {resource.kind:<8} {resource.label:<26} {resource.why}")
+    click.echo("")
+    for permission, pattern in granted.as_dict().items():
+        click.echo(f"{permission + ':':<10} {pattern}")

@@ -1,0 +1,345 @@
+"""``routes workers start|stop|status``: one worker per queue through ``celery multi``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import requests
+
+from ..workers import WorkerGroup, worker_nodes
+from ._common import (
+    EXIT_FAILED,
+    broker_vhost,
+    emit_json,
+    get_app,
+    json_option,
+    live_queue_counts,
+    management_api,
+    management_option,
+)
+
+__all__ = ["workers"]
+
+#: Worker options that may differ per node: CLI option -> ``celery worker`` option.
+PER_NODE_OPTIONS: dict[str, str] = {
+    "concurrency": "--concurrency",
+    "pool": "--pool",
+    "prefetch_multiplier": "--prefetch-multiplier",
+    "time_limit": "--time-limit",
+    "soft_time_limit": "--soft-time-limit",
+    "max_tasks_per_child": "--max-tasks-per-child",
+    "max_memory_per_child": "--max-memory-per-child",
+    "autoscale": "--autoscale",
+    "loglevel": "--loglevel",
+}
+
+#: The node that runs the embedded beat (``--beat``): exactly one may.
+BEAT_NODE = "default"
+
+
+def _group(run_dir: Path, suffix: str, **kwargs: Any) -> WorkerGroup:
+    return WorkerGroup(worker_nodes(suffix), run_dir, **kwargs)
+
+
+def run_dir_option(function: Callable) -> Callable:
+    return click.option(
+        "--run-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("run"),
+        show_default=True,
+        envvar="ROUTING_DEMO_RUN_DIR",
+        help="Pidfiles, logs and the beat schedule live here.",
+    )(function)
+
+
+def suffix_option(function: Callable) -> Callable:
+    return click.option(
+        "--suffix",
+        default="",
+        help="Appended to every node name (add<suffix>@host), so two groups can share a host.",
+    )(function)
+
+
+def per_node(option: str, short: str | None = None) -> Callable:
+    def decorate(function: Callable) -> Callable:
+        return click.option(
+            *([short] if short else []),
+            f"--{option.replace('_', '-')}",
+            option,
+            multiple=True,
+            metavar="[NODE=]VALUE",
+            help=f"celery worker {PER_NODE_OPTIONS[option]} for every node, or NODE=VALUE "
+            "for one (repeatable).",
+        )(function)
+
+    return decorate
+
+
+def split_per_node(
+    values: dict[str, tuple[str, ...]], node_names: list[str], suffix: str
+) -> tuple[list[str], dict[str, list[str]]]:
+    """``--concurrency 2 --concurrency add=4`` -> options for all nodes and per node."""
+    common: list[str] = []
+    by_node: dict[str, list[str]] = {}
+    for key, given in values.items():
+        for value in given:
+            node, sep, node_value = value.partition("=")
+            if sep:
+                name = f"{node}{suffix}"
+                if name not in node_names:
+                    bases = ", ".join(n.removesuffix(suffix) for n in node_names)
+                    raise click.BadParameter(
+                        f"no node {node!r} (nodes: {bases})",
+                        param_hint=f"--{key.replace('_', '-')}",
+                    )
+                by_node.setdefault(name, []).append(f"{PER_NODE_OPTIONS[key]}={node_value}")
+            else:
+                common.append(f"{PER_NODE_OPTIONS[key]}={value}")
+    return common, by_node
+
+
+@click.group()
+def workers() -> None:
+    """Start, stop and inspect one worker per queue (through celery multi).
+
+    \b
+    Examples:
+      celery -A routing_demo routes workers start
+      celery -A routing_demo routes workers start --concurrency 2 --concurrency add=4 \\
+          --prefetch-multiplier 1 -E --beat
+      celery -A routing_demo routes workers status
+      celery -A routing_demo routes workers stop
+    """
+
+
+@workers.command()
+@run_dir_option
+@suffix_option
+@per_node("concurrency", "-c")
+@per_node("pool", "-P")
+@per_node("prefetch_multiplier")
+@per_node("time_limit")
+@per_node("soft_time_limit")
+@per_node("max_tasks_per_child")
+@per_node("max_memory_per_child")
+@per_node("autoscale")
+@per_node("loglevel", "-l")
+@click.option("-E", "--events", is_flag=True, help="Send task events (Flower, celery events).")
+@click.option(
+    "-B",
+    "--beat",
+    is_flag=True,
+    help=f"Run beat inside the {BEAT_NODE!r} node (only one beat may run).",
+)
+@click.option("--without-mingle", is_flag=True, help="Skip start-up sync with other workers.")
+@click.option("--without-gossip", is_flag=True, help="Do not subscribe to other workers' events.")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Return only once every node answers a ping.",
+)
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for readiness.")
+@click.pass_context
+def start(
+    ctx: click.Context,
+    run_dir: Path,
+    suffix: str,
+    events: bool,
+    beat: bool,
+    without_mingle: bool,
+    without_gossip: bool,
+    wait: bool,
+    timeout: float,
+    **values: tuple[str, ...],
+) -> None:
+    """Start the add, sub and default-queue workers (celery multi start).
+
+    Each node is `celery worker -Q <queue> -n <queue>@%h` (the default-queue
+    node: -X add,sub), with <run-dir>/<node>.pid and <node>.log. Options
+    take VALUE for every node or NODE=VALUE for one node.
+
+    \b
+    Examples:
+      celery -A routing_demo routes workers start --loglevel INFO
+      celery -A routing_demo routes workers start -c 1 -c add=4 -P add=threads \\
+          --time-limit 300 --soft-time-limit add=250 --max-tasks-per-child 100 \\
+          --max-memory-per-child 200000 --autoscale sub=4,1 -E
+      # Beat in the default-queue worker, schedule file in the run dir
+      celery -A routing_demo routes workers start --beat
+    """
+    app = get_app(ctx)
+    names = [node.name for node in worker_nodes(suffix)]
+    common, by_node = split_per_node(values, names, suffix)
+    if not any(option.startswith("--concurrency=") for option in common):
+        common.insert(0, "--concurrency=1")
+    if not any(option.startswith("--loglevel=") for option in common):
+        common.append("--loglevel=INFO")
+    common += [
+        flag
+        for flag, wanted in (
+            ("--events", events),
+            ("--without-mingle", without_mingle),
+            ("--without-gossip", without_gossip),
+        )
+        if wanted
+    ]
+    if beat:
+        beat_node = f"{BEAT_NODE}{suffix}"
+        by_node.setdefault(beat_node, []).extend(
+            ["--beat", f"--schedule={(run_dir / 'celerybeat-schedule').resolve()}"]
+        )
+    group = _group(
+        run_dir,
+        suffix,
+        env={"ROUTING_DEMO_RUN_DIR": str(run_dir.resolve())},
+        worker_options=common,
+        node_options=by_node,
+    )
+    already = group.running()
+    if already:
+        click.echo(f"already running: {already} (stop them first)", err=True)
+        ctx.exit(EXIT_FAILED)
+    for node in group.nodes:
+        extra = " ".join(by_node.get(node.name, []))
+        click.echo(
+            f"starting {node.hostname}: {node.queue_option} {node.queue_names} "
+            f"{' '.join(common)} {extra}".rstrip()
+        )
+    try:
+        group.start()
+        if wait:
+            group.wait_ready(app, timeout=timeout)
+    except (RuntimeError, TimeoutError) as exc:
+        click.echo(str(exc), err=True)
+        ctx.exit(EXIT_FAILED)
+    for name, pid in sorted(group.running().items()):
+        click.echo(f"{name}: pid {pid}, log {run_dir / (name + '.log')}")
+
+
+@workers.command()
+@run_dir_option
+@suffix_option
+@click.pass_context
+def stop(ctx: click.Context, run_dir: Path, suffix: str) -> None:
+    """Warm-stop every node and wait until its process is gone (celery multi stopwait).
+
+    Running tasks finish first. Exits 1 if a pidfile's process survives.
+
+    \b
+    Examples:
+      celery -A routing_demo routes workers stop
+      ROUTING_DEMO_RUN_DIR=/tmp/demo celery -A routing_demo routes workers stop
+    """
+    group = _group(run_dir, suffix)
+    running = group.running()
+    if not running:
+        click.echo("no worker running")
+        return
+    try:
+        group.stop()
+    except RuntimeError as exc:
+        click.echo(str(exc), err=True)
+    survivors = {name: pid for name, pid in running.items() if name in group.running()}
+    if survivors:
+        click.echo(f"still running: {survivors}", err=True)
+        ctx.exit(EXIT_FAILED)
+    for name, pid in sorted(running.items()):
+        click.echo(f"stopped {name} (pid {pid})")
+
+
+@workers.command(name="status")
+@run_dir_option
+@suffix_option
+@management_option
+@click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for replies.")
+@json_option
+@click.pass_context
+def workers_status(
+    ctx: click.Context,
+    run_dir: Path,
+    suffix: str,
+    management_url: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Each node: its process, the queues it consumes (inspect active_queues),
+    and each queue's depth and consumers from the broker. Exits 1 unless
+    every node runs and answers.
+
+    \b
+    Examples:
+      celery -A routing_demo routes workers status
+      celery -A routing_demo routes workers status --json
+    """
+    app = get_app(ctx)
+    group = _group(run_dir, suffix)
+    pids = group.pids()
+    running = group.running()
+    hostnames = [node.hostname for node in group.nodes]
+    replies = app.control.inspect(destination=hostnames, timeout=timeout).active_queues() or {}
+    vhost = broker_vhost(app)
+    api = management_api(app, management_url)
+    broker_queues: dict[str, dict[str, Any]] = {}
+    broker_error = None
+    try:
+        broker_queues = {queue["name"]: queue for queue in api.queues(vhost)}
+    except requests.RequestException as exc:
+        broker_error = f"management API unavailable at {api.base_url}: {exc}"
+
+    consumed_by = {
+        node.hostname: [queue["name"] for queue in replies.get(node.hostname) or []]
+        for node in group.nodes
+    }
+    try:
+        live = live_queue_counts(app, sorted({q for names in consumed_by.values() for q in names}))
+    except OSError as exc:
+        live = {}
+        broker_error = f"broker unreachable: {exc}"
+    for name, (ready, consumers) in live.items():
+        broker_queues[name] = {**broker_queues.get(name, {}), "messages_ready": ready}
+        broker_queues[name]["consumers"] = consumers
+    nodes = []
+    for node in group.nodes:
+        consumed = consumed_by[node.hostname]
+        nodes.append(
+            {
+                "node": node.hostname,
+                "selection": f"{node.queue_option} {node.queue_names}",
+                "pid": pids[node.name],
+                "running": node.name in running,
+                "answering": node.hostname in replies,
+                "queues": [
+                    {
+                        "name": name,
+                        "ready": broker_queues.get(name, {}).get("messages_ready"),
+                        "unacked": broker_queues.get(name, {}).get("messages_unacknowledged"),
+                        "consumers": broker_queues.get(name, {}).get("consumers"),
+                    }
+                    for name in consumed
+                ],
+            }
+        )
+    healthy = all(node["running"] and node["answering"] for node in nodes)
+    if as_json:
+        emit_json(
+            {"vhost": vhost, "healthy": healthy, "nodes": nodes, "broker_error": broker_error}
+        )
+    else:
+        for node in nodes:
+            state = ("running" if node["running"] else "NOT RUNNING") + (
+                "" if node["answering"] else ", NOT ANSWERING"
+            )
+            click.echo(f"{node['node']} [{node['selection']}] pid {node['pid']}: {state}")
+            for queue in node["queues"]:
+                click.echo(
+                    f"  queue {queue['name']:<10} ready {queue['ready']}  "
+                    f"unacked {queue['unacked']}  consumers {queue['consumers']}"
+                )
+        if broker_error:
+            click.echo(broker_error, err=True)
+    if not healthy:
+        ctx.exit(EXIT_FAILED)

@@ -1,0 +1,145 @@
+"""compose.yaml's worker commands and healthchecks, run as local processes
+against the local RabbitMQ (no container engine here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from celery import Celery
+
+from routing_demo.topology import worker_selections
+
+from ..unit.test_compose import interpolate, workers
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose_workers(
+    vhost_factory: Callable[[str], str], redis_url: str
+) -> Iterator[tuple[dict[str, str], dict[str, list[str]]]]:
+    """Every worker service's command, started as it is written (plus the
+    start-up options that do not change routing)."""
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": vhost_factory("compose"),
+        "CELERY_RESULT_BACKEND": redis_url,
+        "HOSTNAME": socket.gethostname(),
+    }
+    variables = {"WORKER_CONCURRENCY": "1", "RABBITMQ_PASSWORD": "unused"}
+    commands = {
+        name: [interpolate(arg, variables) for arg in command]
+        for name, command in workers(compose).items()
+    }
+    processes = []
+    try:
+        for command in commands.values():
+            assert command[0] == "celery"
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", *command, "--without-mingle", "--without-gossip"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        yield (
+            env,
+            {
+                name: [interpolate(arg, variables) for arg in service["healthcheck"]["test"]]
+                for name, service in compose["services"].items()
+                if name in commands
+            },
+        )
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_serving(env: dict[str, str], timeout: float = 60) -> None:
+    """Until every node reports exactly its own queue (``inspect active_queues``)."""
+    host = env["HOSTNAME"]
+    expected = {f"{name}@{host}": [name] for name in worker_selections()}
+    app = Celery(broker=env["CELERY_BROKER_URL"], set_as_current=False)
+    deadline = time.monotonic() + timeout
+    seen: dict[str, list[str]] = {}
+    try:
+        while seen != expected:
+            if time.monotonic() > deadline:
+                pytest.fail(f"workers answered {seen}, expected {expected}")
+            replies = app.control.inspect(destination=list(expected), timeout=1).active_queues()
+            seen = {node: sorted(q["name"] for q in qs) for node, qs in (replies or {}).items()}
+    finally:
+        app.close()
+
+
+def test_when_compose_worker_commands_run_then_each_runs_its_queues_tasks(
+    compose_workers: tuple[dict[str, str], dict[str, list[str]]],
+) -> None:
+    env, _ = compose_workers
+    host = env["HOSTNAME"]
+    for task in ("add", "sub", "mul"):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "routing_demo",
+                "routes",
+                "send",
+                task,
+                "1",
+                "2",
+                "--json",
+                "--timeout",
+                "30",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        sent = json.loads(done.stdout)
+        queue = sent["queue"]
+        assert sent["worker"] == f"{queue}@{host}"
+
+
+def test_when_compose_healthchecks_run_then_each_worker_answers(
+    compose_workers: tuple[dict[str, str], dict[str, list[str]]],
+) -> None:
+    env, healthchecks = compose_workers
+    for name, test in healthchecks.items():
+        kind, command = test
+        assert kind == "CMD-SHELL"
+        done = subprocess.run(
+            ["sh", "-c", command.replace("celery ", f"{sys.executable} -m celery ", 1)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, (name, done.stdout, done.stderr)
+        assert f"{name}@{env['HOSTNAME']}: OK" in done.stdout

@@ -1,0 +1,375 @@
+"""The ``routes`` commands without a broker: topology, explain, definitions,
+worker options, status answers, and verify against a stubbed management API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from celery.bin.base import CLIContext
+from celery.bin.celery import celery
+from click.testing import CliRunner
+
+from routing_demo import celery_app
+from routing_demo.cli import routes
+from routing_demo.cli._common import EXIT_FAILED, EXIT_MISMATCH, EXIT_UNKNOWN
+from routing_demo.cli.definitions import DEFAULT_DEFINITIONS_PATH, render_definitions
+from routing_demo.cli.model import read_topology
+from routing_demo.cli.tasks_cmd import describe_state
+from routing_demo.cli.verify import verify_topology
+from routing_demo.cli.workers_cmd import split_per_node
+from routing_demo.topology import TASK_QUEUES, TASK_ROUTES, default_queue, worker_selections
+from routing_demo.workers import WorkerGroup, worker_nodes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def invoke(*args: str) -> Any:
+    celery_app.loader.import_default_modules()
+    context = CLIContext(app=celery_app, no_color=True, workdir=None)
+    return CliRunner().invoke(routes, list(args), obj=context, catch_exceptions=False)
+
+
+def explain_json(*args: str) -> tuple[int, dict[str, Any]]:
+    result = invoke("explain", *args, "--json")
+    return result.exit_code, json.loads(result.output)
+
+
+def test_when_celery_loads_plugins_then_routes_is_a_celery_subcommand() -> None:
+    result = CliRunner().invoke(celery, ["-A", "routing_demo", "routes", "topology", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {q["name"] for q in json.loads(result.output)["queues"]} >= {"add", "sub", "default"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["topology"],
+        ["explain"],
+        ["verify"],
+        ["definitions"],
+        ["send"],
+        ["status"],
+        ["workers"],
+        ["workers", "start"],
+        ["workers", "stop"],
+        ["workers", "status"],
+    ],
+)
+def test_when_asking_for_help_then_every_command_shows_runnable_examples(
+    command: list[str],
+) -> None:
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0
+    assert "Examples:" in result.output
+    assert "celery -A routing_demo routes " + command[0] in result.output
+
+
+def test_when_showing_topology_then_every_declared_queue_has_its_worker_command() -> None:
+    result = invoke("topology", "--json")
+    assert result.exit_code == 0
+    document = json.loads(result.output)
+    queues = {queue["name"]: queue for queue in document["queues"]}
+    for base, (option, names) in worker_selections().items():
+        command = f"celery -A routing_demo worker {option} {names} -n {base}@%h"
+        consumed = next(n for n in worker_nodes() if n.name == base).consumed_queues()
+        for name in consumed:
+            assert command in queues[name]["consumed_by"]
+    for queue in TASK_QUEUES:
+        assert queues[queue.name]["consumed_by"], queue.name
+    assert {(r["pattern"], r["queue"]) for r in document["routes"]} == {
+        (name, route["queue"]) for name, route in TASK_ROUTES.items()
+    }
+    holding = [q["name"] for q in document["queues"] if q["unconsumed_on_purpose"]]
+    assert holding == ["dead_letter", "unroutable"]
+
+
+def test_when_showing_topology_as_text_then_it_names_exchanges_queues_and_routes() -> None:
+    output = invoke("topology").output
+    for word in ("routing_demo", "topic", "x-dead-letter-exchange", "-Q add -n add@%h"):
+        assert word in output
+
+
+@pytest.mark.parametrize(
+    ("task", "exchange"),
+    [
+        ("routing_demo.tasks.add", "routing_demo"),
+        ("routing_demo.tasks.sub", "routing_demo"),
+        ("mul", "routing_demo"),
+    ],
+)
+def test_when_explaining_then_the_queue_is_the_routers_own_answer(task: str, exchange: str) -> None:
+    name = task if "." in task else f"routing_demo.tasks.{task}"
+    expected = celery_app.amqp.router.route({}, name, (1, 2), {})["queue"].name
+    code, document = explain_json(task, "1", "2")
+    assert code == 0
+    assert document["queue"] == expected
+    assert document["delivered_to"] == [expected]
+    # Through the task exchange, never the default one that bypasses bindings.
+    assert document["exchange"] == exchange
+    assert document["routing_key"] == expected
+
+
+def test_when_a_task_has_no_route_then_explain_names_the_default_queue() -> None:
+    code, document = explain_json("mul", "2", "3")
+    assert code == 0
+    assert document["queue"] == default_queue.name
+    assert "no task_routes rule" in document["rule"]
+    assert document["consumed_by"] == {"default": ["default"]}
+
+
+def test_when_a_route_matches_then_explain_names_the_rule() -> None:
+    code, document = explain_json("add", "2", "3")
+    assert code == 0
+    assert "task_routes['routing_demo.tasks.add']" in document["rule"]
+
+
+def test_when_a_queue_override_is_given_then_it_wins_over_the_route() -> None:
+    code, document = explain_json("add", "2", "3", "--queue", "sub")
+    assert code == 0
+    assert document["queue"] == "sub"
+    assert document["consumed_by"] == {"sub": ["sub"]}
+
+
+def test_when_an_override_names_an_undeclared_queue_then_explain_fails() -> None:
+    code, document = explain_json("add", "2", "3", "--queue", "nope")
+    assert code == EXIT_FAILED
+    assert "missing from task_queues" in document["error"]
+
+
+def test_when_a_routing_key_matches_no_binding_then_it_goes_to_the_alternate_exchange() -> None:
+    code, document = explain_json(
+        "add", "2", "3", "--exchange", "routing_demo", "--routing-key", "typo"
+    )
+    assert code == EXIT_FAILED
+    assert document["delivered_to"] == ["unroutable"]
+    assert "alternate exchange" in document["note"]
+
+
+def test_when_the_worker_selection_excludes_the_queue_then_explain_says_no() -> None:
+    code, document = explain_json("add", "2", "3", "-X", "add,sub")
+    assert code == EXIT_FAILED
+    assert document["selection"]["queues"] == ["default"]
+    assert document["selection"]["consumes"] is False
+
+
+def test_when_x_names_an_unknown_queue_then_explain_warns() -> None:
+    code, document = explain_json("mul", "2", "3", "-X", "add,sub,typo")
+    assert code == 0
+    assert document["selection"]["consumes"] is True
+    assert any("typo" in warning for warning in document["selection"]["warnings"])
+
+
+def test_when_x_excludes_everything_then_explain_warns_the_worker_consumes_nothing() -> None:
+    code, document = explain_json("mul", "2", "3", "-X", "add,sub,default")
+    assert code == EXIT_FAILED
+    assert document["selection"]["queues"] == []
+    assert any("no queue at all" in w for w in document["selection"]["warnings"])
+
+
+def test_when_q_names_an_unknown_queue_then_explain_says_the_worker_refuses_to_start() -> None:
+    code, document = explain_json("add", "2", "3", "-Q", "typo")
+    assert code == EXIT_FAILED
+    assert "refuses to start" in document["selection"]["error"]
+
+
+def test_when_the_task_is_unknown_then_explain_is_a_usage_error() -> None:
+    result = invoke("explain", "nosuchtask")
+    assert result.exit_code == 2
+    assert "no task 'nosuchtask'" in result.output
+
+
+def test_when_definitions_are_regenerated_then_the_committed_file_is_current() -> None:
+    committed = (ROOT / DEFAULT_DEFINITIONS_PATH).read_text()
+    assert committed == render_definitions(read_topology(celery_app))
+    result = invoke("definitions", "-o", str(ROOT / DEFAULT_DEFINITIONS_PATH), "--check")
+    assert result.exit_code == 0, result.output
+
+
+def test_when_the_definitions_file_is_stale_then_check_fails(tmp_path: Path) -> None:
+    stale = tmp_path / "definitions.json"
+    stale.write_text("{}\n")
+    result = invoke("definitions", "-o", str(stale), "--check")
+    assert result.exit_code == EXIT_MISMATCH
+    assert "out of date" in result.output
+
+
+def test_when_definitions_are_generated_then_they_hold_every_queue_and_binding() -> None:
+    document = json.loads(render_definitions(read_topology(celery_app)))
+    assert {q["name"] for q in document["queues"]} == {
+        *(q.name for q in TASK_QUEUES),
+        "dead_letter",
+        "unroutable",
+    }
+    assert {(b["source"], b["destination"], b["routing_key"]) for b in document["bindings"]} >= {
+        ("routing_demo", q.name, q.routing_key) for q in TASK_QUEUES
+    }
+    assert "users" not in document
+
+
+def test_when_options_name_a_node_then_only_that_node_gets_them() -> None:
+    names = [node.name for node in worker_nodes()]
+    common, by_node = split_per_node(
+        {"concurrency": ("2", "add=4"), "pool": ("sub=threads",)}, names, ""
+    )
+    assert common == ["--concurrency=2"]
+    assert by_node == {"add": ["--concurrency=4"], "sub": ["--pool=threads"]}
+    group = WorkerGroup(worker_nodes(), Path("run"), worker_options=common, node_options=by_node)
+    argv = group.multi_argv("start")
+    assert "--concurrency:add=4" in argv
+    assert "--pool:sub=threads" in argv
+
+
+def test_when_an_option_names_an_unknown_node_then_start_refuses() -> None:
+    result = invoke("workers", "start", "--concurrency", "mul=2")
+    assert result.exit_code == 2
+    assert "no node 'mul'" in result.output
+
+
+def test_when_the_backend_is_rpc_then_status_says_it_cannot_know() -> None:
+    document, code = describe_state(celery_app, "0" * 32)
+    assert celery_app.conf.result_backend.startswith("rpc")
+    assert code == EXIT_UNKNOWN
+    assert document["state"] is None
+    assert "cannot know" in document["meaning"]
+
+
+class StubManagement:
+    """The management API's answers for one vhost, as plain data."""
+
+    def __init__(self, definitions: dict[str, Any], consumers: int = 1) -> None:
+        self._exchanges = [{**e, "arguments": e["arguments"]} for e in definitions["exchanges"]]
+        self._queues = [
+            {**q, "consumers": consumers, "messages_ready": 0, "exclusive": False}
+            for q in definitions["queues"]
+        ]
+        self._bindings = list(definitions["bindings"])
+
+    def exchanges(self, vhost: str) -> list[dict[str, Any]]:
+        return self._exchanges
+
+    def queues(self, vhost: str) -> list[dict[str, Any]]:
+        return self._queues
+
+    def bindings(self, vhost: str) -> list[dict[str, Any]]:
+        return self._bindings
+
+
+@pytest.fixture
+def broker_as_declared() -> StubManagement:
+    """A broker wired as declared, a worker on each task queue, none on the holding queues."""
+    stub = StubManagement(json.loads(render_definitions(read_topology(celery_app))))
+    for queue in stub._queues:
+        if queue["name"] in ("dead_letter", "unroutable"):
+            queue["consumers"] = 0
+    return stub
+
+
+def kinds(stub: StubManagement, **options: Any) -> list[tuple[str, str]]:
+    problems = verify_topology(read_topology(celery_app), stub, "v", **options)
+    return [(p.kind, p.subject) for p in problems]
+
+
+def test_when_the_broker_matches_then_verify_finds_nothing(
+    broker_as_declared: StubManagement,
+) -> None:
+    assert kinds(broker_as_declared) == []
+
+
+def test_when_a_binding_is_missing_then_verify_names_it(
+    broker_as_declared: StubManagement,
+) -> None:
+    broker_as_declared._bindings = [
+        b for b in broker_as_declared._bindings if b["destination"] != "add"
+    ]
+    assert kinds(broker_as_declared) == [("missing-binding", "routing_demo -> add")]
+
+
+def test_when_a_binding_is_extra_then_verify_names_it(broker_as_declared: StubManagement) -> None:
+    broker_as_declared._bindings.append(
+        {
+            "source": "routing_demo",
+            "destination": "add",
+            "destination_type": "queue",
+            "routing_key": "sub",
+        }
+    )
+    assert kinds(broker_as_declared) == [("extra-binding", "routing_demo -> add")]
+
+
+def test_when_queue_arguments_differ_then_verify_names_the_argument(
+    broker_as_declared: StubManagement,
+) -> None:
+    add = next(q for q in broker_as_declared._queues if q["name"] == "add")
+    add["arguments"] = {**add["arguments"], "x-max-priority": 10}
+    problems = verify_topology(read_topology(celery_app), broker_as_declared, "v")
+    assert [(p.kind, p.subject) for p in problems] == [("argument-mismatch", "add")]
+    assert "x-max-priority" in problems[0].detail
+
+
+def test_when_nobody_consumes_a_task_queue_then_verify_says_which_worker_should(
+    broker_as_declared: StubManagement,
+) -> None:
+    problems = verify_topology(
+        read_topology(celery_app), broker_as_declared, "v", live_counts={"sub": (3, 0)}
+    )
+    assert [(p.kind, p.subject) for p in problems] == [("unconsumed-queue", "sub")]
+    assert "-Q sub -n sub@%h" in problems[0].detail
+    assert kinds(broker_as_declared, check_consumers=False) == []
+
+
+def test_when_a_consumed_queue_has_no_route_then_verify_reports_it(
+    broker_as_declared: StubManagement,
+) -> None:
+    broker_as_declared._queues.append(
+        {
+            "name": "legacy",
+            "durable": True,
+            "auto_delete": False,
+            "exclusive": False,
+            "arguments": {},
+            "consumers": 2,
+        }
+    )
+    # Celery's own per-process queues (pidbox, rpc replies) are auto-delete: not reported.
+    broker_as_declared._queues.append(
+        {
+            "name": "add@host.celery.pidbox",
+            "durable": False,
+            "auto_delete": True,
+            "exclusive": False,
+            "arguments": {},
+            "consumers": 1,
+        }
+    )
+    assert kinds(broker_as_declared) == [("unrouted-consumed-queue", "legacy")]
+
+
+def test_when_run_as_a_command_then_a_mismatch_exits_non_zero(
+    monkeypatch: pytest.MonkeyPatch, broker_as_declared: StubManagement
+) -> None:
+    broker_as_declared._bindings = []
+    monkeypatch.setattr(
+        "routing_demo.cli.topology_cmd.management_api", lambda app, url: broker_as_declared
+    )
+    result = invoke("verify", "--skip-consumers", "--json")
+    assert result.exit_code == EXIT_MISMATCH
+    document = json.loads(result.output)
+    assert document["ok"] is False
+    assert {p["kind"] for p in document["problems"]} == {"missing-binding"}
+
+
+def test_when_a_value_is_json_then_arguments_are_typed() -> None:
+    from routing_demo.cli._common import parse_value
+
+    assert parse_value("2") == 2
+    assert parse_value("2.5") == 2.5
+    assert parse_value("word") == "word"
+    assert parse_value('"2"') == "2"
+    with pytest.raises(click.BadParameter):
+        from routing_demo.cli._common import resolve_task
+
+        resolve_task(celery_app, "nosuch")
