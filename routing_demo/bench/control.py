@@ -1,0 +1,25 @@
+"""``bench_progress``: a worker's own count of the tasks it has finished.
+
+The bench must know when a worker has run its whole batch without asking for
+results (results cost time, and that cost is measured separately). The
+worker's state keeps a per-task count of accepted tasks and the set of
+requests still reserved; a task is done when it is counted and no longer
+reserved, so "accepted >= N and nothing reserved" is exact.
+"""
+
+from __future__ import annotations
+
+from celery.worker import state as worker_state
+from celery.worker.control import inspect_command
+
+__all__ = ["bench_progress"]
+
+
+@inspect_command()
+def bench_progress(state, **kwargs):
+    """Tasks accepted since the worker started, and requests still in hand."""
+    return {
+        "accepted": sum(worker_state.total_count.values()),
+        "reserved": len(worker_state.reserved_requests),
+        "active": len(worker_state.active_requests),
+    }

@@ -1,0 +1,472 @@
+"""Plan and run every measurement, each in its own throw-away vhost.
+
+For each measurement the runner creates a vhost through the management
+API, starts a ``celery worker`` for the variant (not for the raw-kombu
+ceiling), runs the measuring child process, stops the worker and deletes the
+vhost. In ``overlap`` mode (the quick smoke run) every worker is started up
+front and stopped at the end: faster, but idle workers share the CPU with
+the measurements, and two measurements run at a time, so figures from it
+are a smoke test's, not to be compared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from celery import Celery
+
+from ..rabbitmq import ManagementAPI
+from . import stats
+from .settings import TRANSPORTS, Variant, shipped_variant, worker_environ
+from .speedups import build_speedups, speedups_dir, speedups_status
+from .worker import BenchWorker
+
+__all__ = ["FULL", "QUICK", "Counts", "Spec", "plan", "run_bench", "transport_availability"]
+
+#: Prefetch multipliers and pools the sweep tries.
+PREFETCH_SWEEP = (1, 4, 16, 64, 256)
+POOL_SWEEP = ("prefork", "threads", "solo")
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How much each measurement does."""
+
+    tasks: int
+    rounds: int
+    raw_messages: int
+    latency_samples: int
+
+
+#: A smoke run: every measurement, small batches.
+QUICK = Counts(tasks=50, rounds=1, raw_messages=300, latency_samples=15)
+#: The real run (a few minutes on 2 cores).
+FULL = Counts(tasks=3000, rounds=5, raw_messages=15000, latency_samples=300)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One measurement: what it runs and on which variant and backend."""
+
+    id: str
+    kind: str  # raw | celery | e2e
+    group: str  # ceiling | sweep | routing | transport | e2e
+    variant: Variant
+    backend: str = "rpc"
+    with_no_results: bool = False
+    changed: dict[str, Any] = field(default_factory=dict)
+
+
+def plan(shipped: Variant, transports: list[str]) -> list[Spec]:
+    """Every measurement, one factor changed from the shipped configuration at a time."""
+    specs = [
+        Spec(f"raw/{name}", "raw", "ceiling", shipped.with_(transport=name)) for name in transports
+    ]
+    specs.append(Spec(stats.DEFAULT_ID, "celery", "sweep", shipped))
+    specs.append(
+        Spec(
+            "celery/single-queue",
+            "celery",
+            "routing",
+            shipped.with_(topology="single"),
+            changed={"topology": "single"},
+        )
+    )
+
+    def sweep(field_name: str, value: Any, label: str) -> None:
+        if getattr(shipped, field_name) != value:
+            specs.append(
+                Spec(
+                    f"celery/{label}",
+                    "celery",
+                    "sweep",
+                    shipped.with_(**{field_name: value}),
+                    changed={field_name: value},
+                )
+            )
+
+    for prefetch in PREFETCH_SWEEP:
+        sweep("prefetch_multiplier", prefetch, f"prefetch-{prefetch}")
+    for pool in POOL_SWEEP:
+        sweep("pool", pool, f"pool-{pool}")
+    sweep("acks_late", not shipped.acks_late, f"acks-late-{'off' if shipped.acks_late else 'on'}")
+    sweep(
+        "confirm_publish",
+        not shipped.confirm_publish,
+        f"confirms-{'off' if shipped.confirm_publish else 'on'}",
+    )
+    for name in transports:
+        if name != shipped.transport:
+            specs.append(
+                Spec(
+                    f"celery/transport-{name}",
+                    "celery",
+                    "transport",
+                    # Only the transport changes; librabbitmq has no confirms.
+                    shipped.with_(
+                        transport=name,
+                        confirm_publish=shipped.confirm_publish and name != "librabbitmq",
+                    ),
+                    changed={"transport": name},
+                )
+            )
+    specs.append(Spec("e2e/rpc", "e2e", "e2e", shipped, backend="rpc", with_no_results=True))
+    specs.append(Spec("e2e/redis", "e2e", "e2e", shipped, backend="redis"))
+    return specs
+
+
+def transport_availability(cache_dir: Path, *, build: bool, log: Callable[[str], None]) -> dict:
+    """Transport name -> {"available": bool, "detail": why}."""
+    run_dir = Path(cache_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    found: dict[str, dict[str, Any]] = {
+        "pyamqp": {"available": True, "detail": f"py-amqp {version('amqp')}, pure Python"}
+    }
+    usable, why = speedups_status(run_dir)
+    if not usable and build:
+        log(f"building py-amqp with Cython speedups into {speedups_dir(run_dir)} ...")
+        usable, why = build_speedups(run_dir, log=run_dir / "amqp-speedups-build.log")
+    elif not usable:
+        why += "; the full run builds it (or pass --build-speedups)"
+    found["pyamqp-speedups"] = {"available": usable, "detail": why}
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import librabbitmq, routing_demo.transports.librabbitmq; "
+            "print(getattr(librabbitmq, '__version__', '?'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode == 0:
+        found["librabbitmq"] = {
+            "available": True,
+            "detail": f"librabbitmq {probe.stdout.strip()} through "
+            "routing_demo.transports.librabbitmq",
+        }
+    else:
+        lines = probe.stderr.strip().splitlines()
+        found["librabbitmq"] = {
+            "available": False,
+            "detail": f"not importable: {lines[-1] if lines else 'unknown error'}",
+        }
+    return found
+
+
+def _vhost_url(base: str, scheme: str, vhost: str) -> str:
+    parts = urlsplit(base)
+    user = quote(parts.username or "guest", safe="")
+    password = quote(parts.password or "guest", safe="")
+    address = f"{parts.hostname}:{parts.port or 5672}"
+    return f"{scheme}://{user}:{password}@{address}/{quote(vhost, safe='')}"
+
+
+@dataclass
+class Prepared:
+    spec: Spec
+    vhost: str
+    broker_url: str
+    backend_url: str
+    worker: BenchWorker | None
+
+
+class Runner:
+    """Runs specs against one broker, one Redis, one management API."""
+
+    def __init__(
+        self,
+        *,
+        broker: str,
+        redis_url: str,
+        management: ManagementAPI,
+        run_dir: Path,
+        cache_dir: Path,
+        counts: Counts,
+        seed: int,
+        log: Callable[[str], None],
+    ) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.broker = broker
+        self.redis_url = redis_url
+        self.management = management
+        self.run_dir = Path(run_dir)
+        self.counts = counts
+        self.seed = seed
+        self.log = log
+        self.token = uuid.uuid4().hex[:6]
+
+    def _pythonpath(self, variant: Variant) -> str | None:
+        if TRANSPORTS[variant.transport].speedups:
+            return str(speedups_dir(self.cache_dir) / "site")
+        return None
+
+    def prepare(self, spec: Spec) -> Prepared:
+        """Create the vhost and start (not yet wait for) the worker."""
+        slug = spec.id.replace("/", "-")
+        vhost = f"bench-{self.token}-{slug}"
+        self.management.create_vhost(vhost)
+        transport = TRANSPORTS[spec.variant.transport]
+        broker_url = _vhost_url(self.broker, transport.scheme, vhost)
+        backend_url = "rpc://" if spec.backend == "rpc" else self.redis_url
+        worker = None
+        if spec.kind != "raw":
+            worker = BenchWorker(
+                name=f"bench-{self.token}-{slug}",
+                variant=spec.variant,
+                broker_url=broker_url,
+                backend_url=backend_url,
+                run_dir=self.run_dir / "workers",
+                pythonpath=self._pythonpath(spec.variant),
+            )
+            worker.start()
+        return Prepared(spec, vhost, broker_url, backend_url, worker)
+
+    def wait_ready(self, prepared: Prepared) -> None:
+        if prepared.worker is None:
+            return
+        app = Celery("routing_demo-bench-ping", set_as_current=False)
+        app.conf.update(
+            broker_url=prepared.broker_url,
+            **TRANSPORTS[prepared.spec.variant.transport].settings,
+        )
+        try:
+            prepared.worker.wait_ready(app)
+        finally:
+            app.close()
+
+    def teardown(self, prepared: Prepared) -> None:
+        try:
+            if prepared.worker is not None:
+                prepared.worker.stop()
+        finally:
+            self.management.delete_vhost(prepared.vhost)
+
+    def _logged_measure(self, prepared: Prepared) -> dict[str, Any]:
+        self.log(f"measuring {prepared.spec.id}")
+        return self.measure(prepared)
+
+    def teardown_all(self, prepared: list[Prepared]) -> None:
+        """Signal every worker first, then wait for each and delete the vhosts:
+        the warm shutdowns run side by side."""
+        for item in prepared:
+            if item.worker is not None:
+                item.worker.signal_stop()
+        errors = []
+        for item in prepared:
+            try:
+                self.teardown(item)
+            except Exception as exc:  # clean up the rest, then report
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def measure(self, prepared: Prepared) -> dict[str, Any]:
+        """Run the child for one prepared spec; return its measurement dict."""
+        spec = prepared.spec
+        counts = self.counts
+        transport = TRANSPORTS[spec.variant.transport]
+        child_spec: dict[str, Any] = {"kind": spec.kind, "seed": self.seed, "rounds": counts.rounds}
+        if spec.kind == "raw":
+            child_spec.update(
+                url=prepared.broker_url,
+                count=counts.raw_messages,
+                kombu_transport=transport.kombu_transport,
+            )
+        else:
+            assert prepared.worker is not None
+            child_spec.update(
+                node=prepared.worker.hostname,
+                queues=spec.variant.queues,
+                count=counts.tasks,
+                with_no_results=spec.with_no_results,
+                latency_samples=counts.latency_samples,
+            )
+        env = {
+            **os.environ,
+            **worker_environ(spec.variant),
+            "CELERY_BROKER_URL": prepared.broker_url,
+            "CELERY_RESULT_BACKEND": prepared.backend_url,
+        }
+        pythonpath = self._pythonpath(spec.variant)
+        if pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "routing_demo.bench.child", json.dumps(child_spec)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{spec.id} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        raw = json.loads(done.stdout.strip().splitlines()[-1])
+        return self._measurement(spec, raw, time.monotonic() - started, prepared.vhost)
+
+    def _measurement(
+        self, spec: Spec, raw: dict[str, Any], elapsed: float, prepared_vhost: str
+    ) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        unit = "msg/s" if spec.kind == "raw" else "tasks/s"
+        for name, values in raw.items():
+            if name == "latency":
+                metrics[f"latency_{spec.backend}"] = stats.latency_summary(values)
+            elif isinstance(values, list):
+                metrics[name] = stats.rate_summary(values, unit)
+        return {
+            "id": spec.id,
+            "kind": spec.kind,
+            "group": spec.group,
+            "transport": spec.variant.transport,
+            "backend": spec.backend if spec.kind != "raw" else None,
+            "variant": spec.variant.as_dict(),
+            "changed": spec.changed,
+            "queues": spec.variant.queues,
+            "amqp_speedups": raw.get("amqp_speedups"),
+            "raw_source": raw.get("source"),
+            "seconds": round(elapsed, 2),
+            "vhost": prepared_vhost,
+            "metrics": metrics,
+        }
+
+    @contextmanager
+    def _prepared(self, spec: Spec) -> Iterator[Prepared]:
+        prepared = self.prepare(spec)
+        try:
+            yield prepared
+        finally:
+            self.teardown(prepared)
+
+    def run(self, specs: list[Spec], *, overlap: bool) -> list[dict[str, Any]]:
+        measurements = []
+        if overlap:
+            prepared: list[Prepared] = []
+            try:
+                for spec in specs:
+                    prepared.append(self.prepare(spec))
+                self.log(f"{len(prepared)} vhosts made, workers started")
+                started = time.monotonic()
+                for item in prepared:
+                    self.wait_ready(item)
+                self.log(f"{len(prepared)} workers ready in {time.monotonic() - started:.1f}s")
+                # Two children at a time: figures from an overlapped run are a
+                # smoke test's, not to be compared, so use both cores for speed.
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    measurements = list(pool.map(self._logged_measure, prepared))
+            finally:
+                self.log("stopping workers, deleting vhosts")
+                self.teardown_all(prepared)
+            return measurements
+        for spec in specs:
+            self.log(f"measuring {spec.id}")
+            with self._prepared(spec) as item:
+                self.wait_ready(item)
+                measurements.append(self.measure(item))
+        return measurements
+
+
+def placement(overlap: bool, management: ManagementAPI) -> dict[str, Any]:
+    """Where producer, broker and worker ran: on this one host, sharing its cores."""
+    try:
+        broker_version = management.overview().get("rabbitmq_version")
+    except Exception as exc:  # the placement note must not fail the run
+        broker_version = f"unknown ({exc})"
+    return {
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "producer": "a child process of the bench (one thread), on this host",
+        "broker": f"RabbitMQ {broker_version} on this host (loopback TCP)",
+        "worker": "one `celery worker` process (prefork: parent + pool children) on this host",
+        "pinning": "none: producer, broker and worker share every core",
+        "idle_workers_during_measurements": overlap,
+    }
+
+
+def run_bench(
+    *,
+    broker: str,
+    redis_url: str,
+    management: ManagementAPI,
+    run_dir: Path,
+    cache_dir: Path,
+    quick: bool,
+    seed: int,
+    build_speedups_now: bool,
+    overlap: bool,
+    only: list[str] | None,
+    log: Callable[[str], None],
+    tasks: int | None = None,
+    rounds: int | None = None,
+) -> dict[str, Any]:
+    """Every measurement, then the rows, the targets and the document.
+    ``tasks`` scales every batch (raw messages and latency samples in
+    proportion), ``rounds`` replaces the mode's round count."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    counts = QUICK if quick else FULL
+    if tasks is not None:
+        scale = tasks / counts.tasks
+        counts = replace(
+            counts,
+            tasks=tasks,
+            raw_messages=max(int(counts.raw_messages * scale), 100),
+            latency_samples=max(int(counts.latency_samples * scale), 10),
+        )
+    if rounds is not None:
+        counts = replace(counts, rounds=rounds)
+    transports = transport_availability(cache_dir, build=build_speedups_now, log=log)
+    shipped = shipped_variant()
+    specs = plan(shipped, [name for name, info in transports.items() if info["available"]])
+    if only:
+        specs = [spec for spec in specs if any(part in spec.id for part in only)]
+    runner = Runner(
+        broker=broker,
+        redis_url=redis_url,
+        management=management,
+        run_dir=run_dir,
+        cache_dir=cache_dir,
+        counts=counts,
+        seed=seed,
+        log=log,
+    )
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    measurements = runner.run(specs, overlap=overlap)
+    return {
+        "schema": stats.SCHEMA_VERSION,
+        "mode": "quick" if quick else "full",
+        "seed": seed,
+        "counts": counts.__dict__,
+        "shipped": shipped.as_dict(),
+        "versions": {
+            "python": platform.python_version(),
+            "celery": version("celery"),
+            "kombu": version("kombu"),
+            "amqp": version("amqp"),
+        },
+        "placement": placement(overlap, management),
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "seconds": round(time.monotonic() - started, 1),
+        "vhost_prefix": f"bench-{runner.token}-",
+        "transports": transports,
+        "measurements": measurements,
+        "rows": stats.build_rows(measurements),
+        "targets": stats.evaluate_targets(measurements),
+    }

@@ -1,0 +1,323 @@
+"""The bench's arithmetic: medians, percentiles, ratios, targets and the table.
+
+Pure functions over plain dicts and lists: no broker, no worker, no clock.
+The measuring code produces *measurements*; everything a reader sees (the
+ratio table, the target verdicts, the JSON document) is computed here from
+them, so it can be checked without RabbitMQ.
+
+A measurement is a dict::
+
+    {"id": "celery/default", "kind": "celery", "group": "sweep",
+     "variant": {...}, "transport": "pyamqp",
+     "metrics": {"send": {"unit": "tasks/s", "median": 3900.0, "rounds": [...]},
+                 "latency_rpc": {"unit": "ms", "p50": 1.2, "p95": 2.0, "p99": 3.1,
+                                 "samples": 600}}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "CEILING_OF",
+    "DEFAULT_E2E_ID",
+    "DEFAULT_ID",
+    "SCHEMA_VERSION",
+    "TARGETS",
+    "build_rows",
+    "evaluate_targets",
+    "format_table",
+    "format_targets",
+    "latency_summary",
+    "median",
+    "percentile",
+    "rate_summary",
+    "ratio",
+    "to_json",
+]
+
+#: Bumped when the JSON document changes shape.
+SCHEMA_VERSION = 1
+
+#: The measurement that runs the shipped configuration (``conf/celeryconfig.py``).
+DEFAULT_ID = "celery/default"
+#: The end-to-end measurement on the shipped configuration (``rpc://`` results).
+DEFAULT_E2E_ID = "e2e/rpc"
+
+#: Which raw-kombu rate bounds each Celery metric: sending is publishing;
+#: draining a queue, and finishing tasks end to end, is consuming and acking.
+CEILING_OF: dict[str, str] = {
+    "send": "publish",
+    "drain": "consume_ack",
+    "score": "consume_ack",
+    "e2e_no_results": "consume_ack",
+    "e2e_join_native": "consume_ack",
+    "e2e_naive_get": "consume_ack",
+    "publish": "publish",
+    "consume_ack": "consume_ack",
+}
+
+#: The pass/fail targets: name -> (threshold, what it compares).
+TARGETS: dict[str, tuple[float, str]] = {
+    "default_within_0.9_of_best": (
+        0.9,
+        "shipped configuration's send+drain rate over the best the sweep found among "
+        "configurations keeping its guarantees (prefork: time limits enforced; late acks)",
+    ),
+    "results_at_least_0.5_of_no_results": (
+        0.5,
+        "end-to-end tasks/s with results collected by join_native (rpc://) over "
+        "end-to-end tasks/s without results",
+    ),
+    "routed_at_least_0.95_of_single_queue": (
+        0.95,
+        "send+drain rate with add/sub on their two routed queues over the same mix on "
+        "one default queue",
+    ),
+}
+
+
+def median(values: Sequence[float]) -> float:
+    """The middle value (mean of the two middle ones for an even count)."""
+    if not values:
+        raise ValueError("median of no values")
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return (ordered[middle - 1] + ordered[middle]) / 2.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100), interpolated linearly between the two
+    nearest ranks: numpy's default ("linear") method, without numpy."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within 0..100, not {q}")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100.0
+    lower = math.floor(position)
+    upper = min(lower + 1, len(ordered) - 1)
+    fraction = position - lower
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * fraction
+
+
+def rate_summary(rounds: Sequence[float], unit: str = "tasks/s") -> dict[str, Any]:
+    """A rate metric: the median over rounds, and every round for the record."""
+    return {"unit": unit, "median": median(rounds), "rounds": [float(r) for r in rounds]}
+
+
+def latency_summary(samples_s: Sequence[float]) -> dict[str, Any]:
+    """A latency metric in milliseconds from samples in seconds."""
+    samples_ms = [s * 1000.0 for s in samples_s]
+    return {
+        "unit": "ms",
+        "p50": percentile(samples_ms, 50),
+        "p95": percentile(samples_ms, 95),
+        "p99": percentile(samples_ms, 99),
+        "samples": len(samples_ms),
+    }
+
+
+def ratio(value: float | None, reference: float | None) -> float | None:
+    """``value / reference``, or ``None`` when either is missing or the
+    reference is not positive."""
+    if value is None or reference is None or reference <= 0:
+        return None
+    return value / reference
+
+
+def _by_id(measurements: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    return {m["id"]: m for m in measurements}
+
+
+def _metric_value(metric: Mapping[str, Any]) -> float | None:
+    return metric.get("median", metric.get("p50"))
+
+
+def ceiling_for(
+    measurements: Iterable[Mapping[str, Any]], transport: str, metric: str
+) -> float | None:
+    """The raw-kombu rate on ``transport`` that bounds ``metric``, if measured."""
+    raw = _by_id(measurements).get(f"raw/{transport}")
+    kind = CEILING_OF.get(metric)
+    if raw is None or kind is None or kind not in raw.get("metrics", {}):
+        return None
+    return raw["metrics"][kind]["median"]
+
+
+def build_rows(measurements: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per measured figure, with its ratio over the ceiling (the raw
+    kombu rate on the same transport) and over the shipped defaults: the same
+    metric measured on the shipped configuration (``celery/default`` and
+    ``e2e/rpc``); for latencies the same percentile with ``rpc://`` (smaller
+    is better there)."""
+    by_id = _by_id(measurements)
+    default = {
+        **by_id.get(DEFAULT_E2E_ID, {}).get("metrics", {}),
+        **by_id.get(DEFAULT_ID, {}).get("metrics", {}),
+    }
+    rows: list[dict[str, Any]] = []
+    for measurement in measurements:
+        transport = measurement.get("transport", "pyamqp")
+        for name, metric in measurement.get("metrics", {}).items():
+            if metric.get("unit") == "ms":
+                for pct in ("p50", "p95", "p99"):
+                    reference = default.get("latency_rpc", {}).get(pct)
+                    rows.append(
+                        {
+                            "measurement": measurement["id"],
+                            "metric": f"{name}.{pct}",
+                            "value": metric[pct],
+                            "unit": "ms",
+                            "over_ceiling": None,
+                            "over_default": ratio(metric[pct], reference),
+                        }
+                    )
+                continue
+            value = _metric_value(metric)
+            rows.append(
+                {
+                    "measurement": measurement["id"],
+                    "metric": name,
+                    "value": value,
+                    "unit": metric.get("unit", "tasks/s"),
+                    "over_ceiling": ratio(value, ceiling_for(measurements, transport, name)),
+                    "over_default": ratio(value, _metric_value(default[name]))
+                    if name in default
+                    else None,
+                }
+            )
+    return rows
+
+
+def _target(name: str, value: float | None, detail: str) -> dict[str, Any]:
+    threshold, compares = TARGETS[name]
+    return {
+        "name": name,
+        "compares": compares,
+        "threshold": threshold,
+        "value": value,
+        "passed": None if value is None else value >= threshold,
+        "detail": detail,
+    }
+
+
+def keeps_guarantees(measurement: Mapping[str, Any]) -> bool:
+    """Whether a configuration keeps what the shipped one promises: the
+    prefork pool (the only one that enforces ``task_time_limit`` and isolates
+    CPU-bound tasks from each other), late acks (a killed worker loses no
+    task) and publisher confirms (no publish vanishes while the broker
+    restarts). Faster configurations that drop one are reported, not adopted."""
+    variant = measurement.get("variant") or {}
+    return (
+        variant.get("pool", "prefork") == "prefork"
+        and variant.get("acks_late", True)
+        and variant.get("confirm_publish", True)
+    )
+
+
+def evaluate_targets(measurements: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The three targets, each with its ratio and a verdict (``None``: not measured)."""
+    by_id = _by_id(measurements)
+
+    def metric(mid: str, name: str) -> float | None:
+        found = by_id.get(mid, {}).get("metrics", {}).get(name)
+        return None if found is None else _metric_value(found)
+
+    sweep = {
+        m["id"]: metric(m["id"], "score")
+        for m in measurements
+        if m.get("group") == "sweep" and metric(m["id"], "score") is not None
+    }
+    default_score = sweep.get(DEFAULT_ID)
+    comparable = {mid: score for mid, score in sweep.items() if keeps_guarantees(by_id[mid])}
+    if comparable and default_score is not None:
+        best_id = max(comparable, key=lambda mid: comparable[mid])
+        fastest_id = max(sweep, key=lambda mid: sweep[mid])
+        aside = (
+            ""
+            if fastest_id == best_id
+            else f"; fastest overall: {fastest_id} at {sweep[fastest_id]:.0f} tasks/s, "
+            "which gives up a guarantee"
+        )
+        default_vs_best = _target(
+            "default_within_0.9_of_best",
+            ratio(default_score, comparable[best_id]),
+            f"best: {best_id} at {comparable[best_id]:.0f} tasks/s; "
+            f"default: {default_score:.0f} tasks/s{aside}",
+        )
+    else:
+        default_vs_best = _target("default_within_0.9_of_best", None, "sweep not measured")
+
+    with_results = metric(DEFAULT_E2E_ID, "e2e_join_native")
+    without = metric(DEFAULT_E2E_ID, "e2e_no_results")
+    results = _target(
+        "results_at_least_0.5_of_no_results",
+        ratio(with_results, without),
+        f"join_native: {_fmt(with_results)} tasks/s; no results: {_fmt(without)} tasks/s",
+    )
+
+    routed, single = metric(DEFAULT_ID, "score"), metric("celery/single-queue", "score")
+    routing = _target(
+        "routed_at_least_0.95_of_single_queue",
+        ratio(routed, single),
+        f"routed: {_fmt(routed)} tasks/s; single queue: {_fmt(single)} tasks/s",
+    )
+    return [default_vs_best, results, routing]
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The ratio table as fixed-width text, one figure a line."""
+    header = ("measurement", "metric", "value", "unit", "/ceiling", "/default")
+    lines = [
+        (
+            row["measurement"],
+            row["metric"],
+            _fmt(row["value"], 2 if row["unit"] == "ms" else 0),
+            row["unit"],
+            _fmt_ratio(row["over_ceiling"]),
+            _fmt_ratio(row["over_default"]),
+        )
+        for row in rows
+    ]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
+    aligns = ("<", "<", ">", "<", ">", ">")
+
+    def render(cells: Sequence[str]) -> str:
+        cells_aligned = zip(cells, aligns, widths, strict=True)
+        return "  ".join(f"{cell:{align}{width}}" for cell, align, width in cells_aligned).rstrip()
+
+    rule = "-" * len(render(header))
+    return "\n".join([render(header), rule, *(render(line) for line in lines)])
+
+
+def format_targets(targets: Sequence[Mapping[str, Any]]) -> str:
+    """One line per target: PASS, FAIL or n/a, the ratio, and what it compared."""
+    lines = []
+    for target in targets:
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[target["passed"]]
+        lines.append(
+            f"{verdict}  {target['name']}: {_fmt_ratio(target['value'])} "
+            f"(need >= {target['threshold']:.2f}x; {target['detail']})"
+        )
+    return "\n".join(lines)
+
+
+def to_json(document: Mapping[str, Any]) -> str:
+    """The JSON document, stable key order, finite numbers only."""
+    return json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"

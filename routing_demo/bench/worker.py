@@ -1,0 +1,118 @@
+"""One ``celery worker`` process per benchmarked configuration.
+
+Started with every option spelled out (pool, concurrency, prefetch, queues,
+no mingle/gossip/heartbeat so start-up does not wait on other nodes) in its
+own session, so that stopping it reaches its pool children too. Only the
+process this module started is ever signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from celery import Celery
+from celery.utils.nodenames import gethostname, nodename
+
+from .settings import Variant, worker_environ
+
+__all__ = ["BenchWorker"]
+
+
+class BenchWorker:
+    """A worker for one variant, bound to one vhost by ``CELERY_BROKER_URL``."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        variant: Variant,
+        broker_url: str,
+        backend_url: str,
+        run_dir: Path,
+        pythonpath: str | None = None,
+    ) -> None:
+        self.name = name
+        self.variant = variant
+        self.run_dir = Path(run_dir)
+        self.hostname = nodename(name, gethostname())
+        env = {
+            **os.environ,
+            **worker_environ(variant),
+            "CELERY_BROKER_URL": broker_url,
+            "CELERY_RESULT_BACKEND": backend_url,
+        }
+        if pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / f"{self.name}.log"
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "routing_demo",
+            "worker",
+            "-n",
+            f"{self.name}@%h",
+            "-Q",
+            ",".join(self.variant.queues),
+            *self.variant.worker_options(),
+            "--loglevel=WARNING",
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+            f"--logfile={self.log_path}",
+        ]
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / f"{self.name}.out", "wb") as out:
+            self.process = subprocess.Popen(
+                self.argv(),
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, app: Celery, timeout: float = 60.0) -> None:
+        """Return once the worker answers a ``ping`` (its consumer is running)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"worker {self.name} exited with {self.process.returncode}; see {self.log_path}"
+                )
+            if app.control.ping(destination=[self.hostname], timeout=0.5):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker {self.name} not ready after {timeout:.0f}s")
+
+    def signal_stop(self) -> None:
+        """Ask for a warm shutdown (SIGTERM) without waiting for it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Warm shutdown (SIGTERM); its whole session is killed only if it hangs."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        self.signal_stop()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)

@@ -1,0 +1,5 @@
+"""``python -m routing_demo.experiments``: the experiment commands."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,144 @@
+"""The bench in quick mode against the real broker, workers and Redis.
+
+A smoke test: it checks that every measurement ran and produced a figure,
+and the JSON document's shape. It never asserts on speed: the quick mode's
+batches are tiny and its workers overlap, so its figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from routing_demo.bench.runner import plan
+from routing_demo.bench.settings import shipped_variant
+from routing_demo.rabbitmq import ManagementAPI
+
+pytestmark = pytest.mark.integration
+
+BROKER_URL = os.environ.get("ROUTING_DEMO_TEST_BROKER", "pyamqp://guest:guest@127.0.0.1:5672")
+
+#: Metrics each kind of measurement must report.
+RAW_METRICS = {"publish", "consume_ack"}
+CELERY_METRICS = {"send", "drain", "score"}
+E2E_METRICS = {
+    "e2e/rpc": {"e2e_no_results", "e2e_join_native", "e2e_naive_get", "latency_rpc"},
+    "e2e/redis": {"e2e_join_native", "e2e_naive_get", "latency_redis"},
+}
+#: What the quick run must have measured: the plan made from the shipped
+#: configuration (which settings are swept depends on what ships).
+SWEEP_IDS = {spec.id for spec in plan(shipped_variant(), ["pyamqp"]) if spec.kind == "celery"}
+
+
+def vhost_names(management: ManagementAPI) -> set[str]:
+    response = management.session.get(f"{management.base_url}/vhosts", timeout=5)
+    response.raise_for_status()
+    return {vhost["name"] for vhost in response.json()}
+
+
+@pytest.fixture(scope="module")
+def quick_run(
+    management: ManagementAPI, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict, Path, set[str]]:
+    output = tmp_path_factory.mktemp("bench")
+    vhosts_before = vhost_names(management)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "routing_demo.bench",
+            "--quick",
+            "--broker",
+            BROKER_URL,
+            "--redis-url",
+            redis_url,
+            "--output-dir",
+            str(output),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    document = json.loads((output / "bench.json").read_text())
+    new_vhosts = vhost_names(management) - vhosts_before
+    return document, output, new_vhosts
+
+
+def test_when_quick_bench_runs_then_every_measurement_has_positive_figures(quick_run):
+    document, _, _ = quick_run
+    assert document["schema"] == 1
+    assert document["mode"] == "quick"
+    assert document["seed"] == 0
+    by_id = {m["id"]: m for m in document["measurements"]}
+    assert SWEEP_IDS | set(E2E_METRICS) | {"raw/pyamqp"} <= set(by_id)
+
+    transports = document["transports"]
+    assert transports["pyamqp"]["available"] is True
+    for name, info in transports.items():
+        assert info["detail"], name
+        if info["available"]:
+            assert f"raw/{name}" in by_id
+            if name != "pyamqp":
+                assert f"celery/transport-{name}" in by_id
+                assert by_id[f"celery/transport-{name}"]["transport"] == name
+        else:
+            assert f"raw/{name}" not in by_id
+
+    for mid, measurement in by_id.items():
+        metrics = measurement["metrics"]
+        if mid.startswith("raw/"):
+            assert set(metrics) == RAW_METRICS, mid
+        elif mid.startswith("celery/"):
+            assert set(metrics) == CELERY_METRICS, mid
+        else:
+            assert set(metrics) == E2E_METRICS[mid], mid
+        for name, metric in metrics.items():
+            if metric["unit"] == "ms":
+                assert metric["samples"] > 0, (mid, name)
+                assert 0 < metric["p50"] <= metric["p95"] <= metric["p99"], (mid, name)
+            else:
+                assert metric["median"] > 0, (mid, name)
+                assert metric["rounds"] and all(r > 0 for r in metric["rounds"]), (mid, name)
+
+
+def test_when_quick_bench_runs_then_speedups_variant_really_runs_compiled_amqp(quick_run):
+    document, _, _ = quick_run
+    for measurement in document["measurements"]:
+        assert measurement["amqp_speedups"] is (measurement["transport"] == "pyamqp-speedups")
+
+
+def test_when_quick_bench_runs_then_rows_targets_and_files_are_written(quick_run):
+    document, output, _ = quick_run
+    measured = {(m["id"], name) for m in document["measurements"] for name in m["metrics"]}
+    rows = {(r["measurement"], r["metric"].split(".")[0]) for r in document["rows"]}
+    assert rows == measured
+    assert [t["name"] for t in document["targets"]] == [
+        "default_within_0.9_of_best",
+        "results_at_least_0.5_of_no_results",
+        "routed_at_least_0.95_of_single_queue",
+    ]
+    assert all(t["passed"] in (True, False) and t["value"] > 0 for t in document["targets"])
+    assert {"producer", "broker", "worker", "cpu_count"} <= set(document["placement"])
+    table = (output / "bench.txt").read_text()
+    assert "/ceiling" in table and "celery/default" in table
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (output / "bench.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_when_quick_bench_ends_then_its_vhosts_are_gone(quick_run):
+    document, _, new_vhosts = quick_run
+    prefix = document["vhost_prefix"]
+    assert all(m["vhost"].startswith(prefix) for m in document["measurements"])
+    assert not {name for name in new_vhosts if name.startswith(prefix)}

@@ -1,0 +1,234 @@
+"""The bench's pure parts: percentiles, ratios, targets, the table and the
+JSON document, the plan and the variants. No broker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from routing_demo.bench import stats
+from routing_demo.bench.runner import FULL, QUICK, plan
+from routing_demo.bench.settings import (
+    SETTINGS_ENV,
+    TOPOLOGY_ENV,
+    Variant,
+    settings_from_environ,
+    shipped_variant,
+    worker_environ,
+)
+from routing_demo.topology import default_queue
+
+
+def rate(value: float, unit: str = "tasks/s") -> dict:
+    return stats.rate_summary([value * 0.9, value, value * 1.1], unit)
+
+
+def measurement(mid: str, group: str = "sweep", transport: str = "pyamqp", **metrics) -> dict:
+    return {"id": mid, "group": group, "transport": transport, "metrics": metrics}
+
+
+@pytest.fixture
+def measurements() -> list[dict]:
+    return [
+        measurement(
+            "raw/pyamqp",
+            "ceiling",
+            publish=rate(20000, "msg/s"),
+            consume_ack=rate(10000, "msg/s"),
+        ),
+        measurement("celery/default", send=rate(4000), drain=rate(5000), score=rate(2000)),
+        measurement(
+            "celery/single-queue", "routing", send=rate(4000), drain=rate(5000), score=rate(2050)
+        ),
+        measurement("celery/prefetch-64", send=rate(4000), drain=rate(6000), score=rate(2500)),
+        measurement(
+            "e2e/rpc",
+            "e2e",
+            e2e_no_results=rate(3000),
+            e2e_join_native=rate(1200),
+            e2e_naive_get=rate(600),
+            latency_rpc=stats.latency_summary([0.001, 0.002, 0.003, 0.004]),
+        ),
+        measurement(
+            "e2e/redis",
+            "e2e",
+            e2e_join_native=rate(900),
+            latency_redis=stats.latency_summary([0.002, 0.004, 0.006, 0.008]),
+        ),
+    ]
+
+
+def test_when_values_are_odd_or_even_then_median_is_the_middle():
+    assert stats.median([3, 1, 2]) == 2
+    assert stats.median([4, 1, 3, 2]) == 2.5
+    with pytest.raises(ValueError):
+        stats.median([])
+
+
+def test_when_percentile_is_asked_then_it_interpolates_like_numpy_linear():
+    values = list(range(1, 101))  # 1..100
+    assert stats.percentile(values, 50) == pytest.approx(50.5)
+    assert stats.percentile(values, 95) == pytest.approx(95.05)
+    assert stats.percentile(values, 99) == pytest.approx(99.01)
+    assert stats.percentile(values, 0) == 1
+    assert stats.percentile(values, 100) == 100
+    assert stats.percentile([7.0], 99) == 7.0
+    with pytest.raises(ValueError):
+        stats.percentile(values, 101)
+
+
+def test_when_latency_is_summarised_then_it_is_in_milliseconds():
+    summary = stats.latency_summary([0.001, 0.002, 0.003])
+    assert summary == {
+        "unit": "ms",
+        "p50": pytest.approx(2.0),
+        "p95": pytest.approx(2.9),
+        "p99": pytest.approx(2.98),
+        "samples": 3,
+    }
+
+
+def test_when_reference_is_missing_or_zero_then_ratio_is_none():
+    assert stats.ratio(5, 10) == 0.5
+    assert stats.ratio(None, 10) is None
+    assert stats.ratio(5, None) is None
+    assert stats.ratio(5, 0) is None
+
+
+def test_when_rows_are_built_then_each_figure_has_its_ceiling_and_default_ratio(measurements):
+    rows = {(r["measurement"], r["metric"]): r for r in stats.build_rows(measurements)}
+    send = rows[("celery/default", "send")]
+    assert send["over_ceiling"] == pytest.approx(4000 / 20000)  # send over raw publish
+    assert send["over_default"] == pytest.approx(1.0)
+    drain = rows[("celery/prefetch-64", "drain")]
+    assert drain["over_ceiling"] == pytest.approx(6000 / 10000)  # drain over consume+ack
+    assert drain["over_default"] == pytest.approx(6000 / 5000)
+    redis_join = rows[("e2e/redis", "e2e_join_native")]
+    assert redis_join["over_default"] == pytest.approx(900 / 1200)  # over e2e/rpc's
+    p95 = rows[("e2e/redis", "latency_redis.p95")]
+    assert p95["unit"] == "ms"
+    assert p95["over_ceiling"] is None
+    assert p95["over_default"] == pytest.approx(
+        stats.percentile([2, 4, 6, 8], 95) / stats.percentile([1, 2, 3, 4], 95)
+    )
+    assert rows[("raw/pyamqp", "publish")]["over_ceiling"] == pytest.approx(1.0)
+
+
+def test_when_targets_are_evaluated_then_each_has_its_ratio_and_verdict(measurements):
+    targets = {t["name"]: t for t in stats.evaluate_targets(measurements)}
+    best = targets["default_within_0.9_of_best"]
+    assert best["value"] == pytest.approx(2000 / 2500)
+    assert best["passed"] is False
+    assert "celery/prefetch-64" in best["detail"]
+    results = targets["results_at_least_0.5_of_no_results"]
+    assert results["value"] == pytest.approx(1200 / 3000)
+    assert results["passed"] is False
+    routing = targets["routed_at_least_0.95_of_single_queue"]
+    assert routing["value"] == pytest.approx(2000 / 2050)
+    assert routing["passed"] is True
+
+
+def test_when_nothing_was_measured_then_targets_are_not_judged():
+    assert [t["passed"] for t in stats.evaluate_targets([])] == [None, None, None]
+
+
+def test_when_table_is_formatted_then_every_row_is_one_aligned_line(measurements):
+    rows = stats.build_rows(measurements)
+    table = stats.format_table(rows).splitlines()
+    assert table[0].split() == ["measurement", "metric", "value", "unit", "/ceiling", "/default"]
+    assert set(table[1]) == {"-"}
+    assert len(table) == len(rows) + 2
+    send_line = next(line for line in table if "celery/default" in line and " send " in line)
+    assert send_line.split() == ["celery/default", "send", "4000", "tasks/s", "0.20x", "1.00x"]
+    latency_line = next(line for line in table if "latency_rpc.p50" in line)
+    assert latency_line.split()[2:5] == ["2.50", "ms", "-"]
+
+
+def test_when_targets_are_formatted_then_the_verdict_leads(measurements):
+    lines = stats.format_targets(stats.evaluate_targets(measurements)).splitlines()
+    assert [line.split()[0] for line in lines] == ["FAIL", "FAIL", "PASS"]
+
+
+def test_when_document_is_dumped_then_it_is_json_that_refuses_nan(measurements):
+    document = {"measurements": measurements, "rows": stats.build_rows(measurements)}
+    assert json.loads(stats.to_json(document)) == json.loads(json.dumps(document))
+    with pytest.raises(ValueError):
+        stats.to_json({"bad": float("nan")})
+
+
+def test_when_shipped_config_is_read_then_it_matches_conf_celeryconfig():
+    from conf import celeryconfig
+
+    shipped = shipped_variant()
+    assert shipped.acks_late is celeryconfig.task_acks_late
+    assert shipped.topology == "routed"
+    assert shipped.queues == ["add", "sub"]
+    assert shipped.confirm_publish is bool(
+        celeryconfig.broker_transport_options.get("confirm_publish")
+    )
+
+
+def test_when_plan_is_made_then_each_sweep_changes_one_setting_from_the_shipped_one():
+    shipped = shipped_variant()
+    specs = plan(shipped, ["pyamqp", "pyamqp-speedups"])
+    ids = [spec.id for spec in specs]
+    assert len(ids) == len(set(ids))
+    assert ids[:2] == ["raw/pyamqp", "raw/pyamqp-speedups"]
+    assert {"celery/default", "celery/single-queue", "e2e/rpc", "e2e/redis"} <= set(ids)
+    assert "celery/transport-pyamqp-speedups" in ids
+    prefetch = sorted(s.variant.prefetch_multiplier for s in specs if "prefetch" in s.id)
+    assert sorted({*prefetch, shipped.prefetch_multiplier}) == [1, 4, 16, 64, 256]
+    pools = {s.variant.pool for s in specs if s.group == "sweep"}
+    assert pools == {"prefork", "threads", "solo"}
+    for spec in specs:
+        if spec.group == "sweep" and spec.id != "celery/default":
+            differing = {
+                key
+                for key, value in spec.variant.as_dict().items()
+                if value != shipped.as_dict()[key]
+            }
+            assert differing == set(spec.changed)
+            assert len(differing) == 1
+
+
+def test_when_variant_is_single_queue_then_worker_and_client_use_only_default():
+    environ = worker_environ(Variant(topology="single", acks_late=False, confirm_publish=True))
+    settings = settings_from_environ(environ)
+    assert settings["task_queues"] == (default_queue,)
+    assert settings["task_routes"] == {}
+    assert settings["task_acks_late"] is False
+    assert settings["broker_transport_options"]["confirm_publish"] is True
+    assert json.loads(environ[SETTINGS_ENV])["task_acks_late"] is False
+    assert environ[TOPOLOGY_ENV] == "single"
+    assert environ["CELERY_CONFIG_MODULE"] == "routing_demo.bench.workerconf"
+
+
+def test_when_variant_is_built_then_worker_options_are_explicit():
+    assert Variant(pool="solo", prefetch_multiplier=16).worker_options() == [
+        "--pool=solo",
+        "--prefetch-multiplier=16",
+    ]
+    assert "--concurrency=3" in Variant(pool="threads", concurrency=3).worker_options()
+    with pytest.raises(ValueError):
+        Variant(pool="gevent")
+    with pytest.raises(ValueError):
+        Variant(prefetch_multiplier=0)
+
+
+def test_when_counts_are_compared_then_quick_is_smaller_than_full():
+    for name in ("tasks", "rounds", "raw_messages", "latency_samples"):
+        assert getattr(QUICK, name) < getattr(FULL, name)
+
+
+def test_when_fastest_config_gives_up_a_guarantee_then_it_is_reported_not_the_bar(measurements):
+    threads = measurement("celery/pool-threads", score=rate(4000))
+    threads["variant"] = {"pool": "threads", "acks_late": True}
+    no_late_acks = measurement("celery/acks-late-off", score=rate(3500))
+    no_late_acks["variant"] = {"pool": "prefork", "acks_late": False}
+    no_confirms = measurement("celery/confirms-off", score=rate(3000))
+    no_confirms["variant"] = {"pool": "prefork", "acks_late": True, "confirm_publish": False}
+    targets = stats.evaluate_targets([*measurements, threads, no_late_acks, no_confirms])
+    best = next(t for t in targets if t["name"] == "default_within_0.9_of_best")
+    assert best["value"] == pytest.approx(2000 / 2500), "prefetch-64 is still the bar"
+    assert "fastest overall: celery/pool-threads" in best["detail"]
