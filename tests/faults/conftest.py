@@ -1,0 +1,155 @@
+"""Fault tests: real workers on a private RabbitMQ node, and a ledger.
+
+Every test here may stop, kill or restart the broker, so the broker is a
+RabbitMQ node of this session's own (``PrivateRabbitMQNode``), never the
+shared one. It boots once per session (seconds on a busy machine) and is
+*restarted* by the tests that need a restart; before each test it is started
+again if a test left it down, and its task queues are purged. Results and the
+ledger live in the shared Redis under keys of their own.
+
+Every worker loads ``routing_demo.testing.ledger`` (the ledger's signal
+receiver) and ``tests.faults.fault_tasks``; the test compares the ids it sent
+with the ids the ledger says ran, and prints the figures.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from amqp.exceptions import NotFound
+from celery import Celery
+from kombu.exceptions import OperationalError
+from pytest_celery import CeleryBrokerCluster, CeleryTestWorker, RabbitMQTestBroker
+
+from routing_demo.testing.defaults import RABBITMQ_SERVER
+from routing_demo.testing.fixtures import (  # noqa: F401  (fixtures used by name)
+    celery_backend,
+    celery_on_docker,
+    celery_setup_app,
+    celery_setup_cls,
+    local_worker_factory,
+)
+from routing_demo.testing.ledger import Ledger, LedgerReport
+from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
+from routing_demo.testing.services import require_executable
+from routing_demo.topology import TASK_QUEUES, dead_letter_queue
+
+#: The repository root, on the workers' ``PYTHONPATH`` for ``tests.faults.fault_tasks``.
+ROOT = Path(__file__).parents[2]
+
+#: What every fault-test worker loads besides the project's tasks.
+WORKER_INCLUDES = ("routing_demo.testing.ledger", "tests.faults.fault_tasks")
+
+#: Seconds a test waits for every sent task to have run.
+RUN_TIMEOUT = 120.0
+
+ADD = "routing_demo.tasks.add"
+SUB = "routing_demo.tasks.sub"
+
+
+def show(scenario: str, report: LedgerReport) -> None:
+    """Print a test's ledger (``pytest -s`` shows it)."""
+    print(f"\nLEDGER {scenario}: {report}")
+
+
+def make_node(base_dir: Path, extra_config: tuple[str, ...] = ()) -> PrivateRabbitMQNode:
+    server = require_executable(RABBITMQ_SERVER, "RabbitMQ server")
+    return PrivateRabbitMQNode(base_dir, server=server, extra_config=extra_config)
+
+
+@pytest.fixture(scope="session")
+def fault_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRabbitMQNode]:
+    """The session's private RabbitMQ node, shared by the fault tests."""
+    node = make_node(tmp_path_factory.mktemp("fault-rabbitmq"))
+    node.start()
+    try:
+        node.ready()
+        yield node
+    finally:
+        node.teardown()
+
+
+def purge_task_queues(url: str) -> None:
+    """Empty the task and dead-letter queues a former test may have left."""
+    with Celery(broker=url).connection_for_write() as connection:
+        for queue in (*TASK_QUEUES, dead_letter_queue):
+            channel = connection.channel()
+            try:
+                channel.queue_purge(queue.name)
+            except NotFound:
+                continue
+            channel.close()
+
+
+@pytest.fixture
+def broker_node(fault_node: PrivateRabbitMQNode) -> PrivateRabbitMQNode:
+    """The private node, running, with empty task queues."""
+    if fault_node.status != "running":
+        fault_node.start()
+        fault_node.ready()
+    purge_task_queues(fault_node.url)
+    return fault_node
+
+
+@pytest.fixture
+def celery_broker_cluster(broker_node: PrivateRabbitMQNode) -> CeleryBrokerCluster:
+    """pytest-celery's broker cluster on the private node. No teardown: the
+    node outlives the test (the session fixture stops it)."""
+    return CeleryBrokerCluster(RabbitMQTestBroker(broker_node))
+
+
+@pytest.fixture
+def ledger(redis_url: str) -> Iterator[Ledger]:
+    """This test's ledger, in the shared Redis under a key of its own."""
+    book = Ledger(redis_url)
+    yield book
+    book.clear()
+    book.close()
+
+
+@pytest.fixture
+def local_worker_options(ledger: Ledger) -> dict[str, object]:
+    return {"include": list(WORKER_INCLUDES), "pythonpath": [ROOT], "env": ledger.env}
+
+
+def start_workers(workers: list[CeleryTestWorker]) -> list[CeleryTestWorker]:
+    """Wait until every (already started) worker is ready; they boot in parallel."""
+    for worker in workers:
+        worker.ready()
+    return workers
+
+
+class Producer(threading.Thread):
+    """Sends ``add``/``sub`` tasks alternately from a thread of its own.
+
+    Every publish either returns (the id goes to ``ledger.sent``) or raises
+    (``ledger.refused``): the sender knows the fate of each. After ``pause_at``
+    tasks it waits for ``resume`` (set by the test once the broker is down),
+    so the rest is published through the outage.
+    """
+
+    def __init__(self, app: Celery, ledger: Ledger, count: int, pause_at: int) -> None:
+        super().__init__(name="producer", daemon=True)
+        self.app, self.ledger, self.count, self.pause_at = app, ledger, count, pause_at
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        for index in range(self.count):
+            if index == self.pause_at:
+                self.paused.set()
+                self.resume.wait(RUN_TIMEOUT)
+            task_id = str(uuid.uuid4())
+            name, args = (ADD, (index, 1)) if index % 2 == 0 else (SUB, (index, 1))
+            try:
+                self.app.send_task(name, args, task_id=task_id, ignore_result=True)
+            except OperationalError as exc:
+                self.ledger.refused([task_id])
+                self.errors.append(repr(exc))
+            else:
+                self.ledger.sent([task_id])
