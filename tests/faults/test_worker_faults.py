@@ -166,10 +166,19 @@ def test_when_node_restarts_under_its_name_right_after_a_kill_then_it_comes_up_c
         log = group.log_path(node)
         first_run = log.stat().st_size
 
-        for _ in range(3):
+        ready_line = f"{node.hostname} ready."
+        for run in range(1, 4):
             kill_group_now(group.pids()[node.name])
             group.start()
             group.wait_ready(celery_setup_app)
+            # A node can answer ``ping`` a moment before it logs "ready." (the
+            # pidbox consumer starts first); wait for the line before the next
+            # kill so that each run is seen to come all the way up.
+            wait_until(
+                lambda run=run: log.read_text()[first_run:].count(ready_line) >= run,
+                timeout=RUN_TIMEOUT,
+                message=f"restart {run} never logged {ready_line!r} (log: {log})",
+            )
         more = [celery_setup_app.send_task(ADD, (index, 2)).id for index in range(20)]
         ledger.sent(more)
         report = ledger.wait_for(timeout=RUN_TIMEOUT)
@@ -178,7 +187,7 @@ def test_when_node_restarts_under_its_name_right_after_a_kill_then_it_comes_up_c
         assert report.lost == frozenset()
         assert ledger.wrong_results() == []
         later_runs = log.read_text()[first_run:]
-        assert later_runs.count(f"{node.hostname} ready.") == 3
+        assert later_runs.count(ready_line) == 3
         assert "RESOURCE_LOCKED" not in later_runs
         assert "Unrecoverable error" not in later_runs
     finally:
