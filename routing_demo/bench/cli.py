@@ -64,7 +64,8 @@ EXIT_TARGET_FAILED = 3
 @click.option(
     "--overlap/--no-overlap",
     default=None,
-    help="Start every worker up front (faster, noisier) [default: only with --quick].",
+    help="Two measurements at a time, each one's rounds back to back (faster, noisier), "
+    "instead of interleaving every measurement's rounds [default: only with --quick].",
 )
 @click.option("--tasks", type=click.IntRange(min=10), help="Tasks per round (overrides the mode).")
 @click.option("--rounds", type=click.IntRange(min=1), help="Measured rounds (overrides the mode).")

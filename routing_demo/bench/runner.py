@@ -1,12 +1,18 @@
 """Plan and run every measurement, each in its own throw-away vhost.
 
 For each measurement the runner creates a vhost through the management
-API, starts a ``celery worker`` for the variant (not for the raw-kombu
-ceiling), runs the measuring child process, stops the worker and deletes the
-vhost. In ``overlap`` mode (the quick smoke run) every worker is started up
-front and stopped at the end: faster, but idle workers share the CPU with
-the measurements, and two measurements run at a time, so figures from it
-are a smoke test's, not to be compared.
+API and starts a ``celery worker`` for the variant (not for the raw-kombu
+ceiling); every worker is started up front and stopped at the end.
+
+The real run **interleaves rounds**: round 1 of every measurement, then
+round 2 in reverse order, and so on (A B C … C B A …), each round in a fresh
+child process. Two configurations compared in the table were therefore
+measured seconds apart in every round, and a machine that slows down or
+speeds up over the run (other load, thermal limits, the broker's own
+housekeeping) moves both alike instead of favouring whichever ran first.
+In ``overlap`` mode (the quick smoke run) two measurements run at a time,
+all rounds back to back: faster, so its figures are a smoke test's, not to
+be compared.
 """
 
 from __future__ import annotations
@@ -18,9 +24,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
@@ -35,7 +40,16 @@ from .settings import TRANSPORTS, Variant, shipped_variant, worker_environ
 from .speedups import build_speedups, speedups_dir, speedups_status
 from .worker import BenchWorker
 
-__all__ = ["FULL", "QUICK", "Counts", "Spec", "plan", "run_bench", "transport_availability"]
+__all__ = [
+    "FULL",
+    "QUICK",
+    "Counts",
+    "Spec",
+    "merge_rounds",
+    "plan",
+    "run_bench",
+    "transport_availability",
+]
 
 #: Prefetch multipliers and pools the sweep tries.
 PREFETCH_SWEEP = (1, 4, 16, 64, 256)
@@ -261,6 +275,48 @@ class Runner:
         self.log(f"measuring {prepared.spec.id}")
         return self.measure(prepared)
 
+    def measure(self, prepared: Prepared) -> dict[str, Any]:
+        """Every round of one prepared spec, back to back, in one child."""
+        started = time.monotonic()
+        raw = self.run_child(
+            prepared,
+            rounds=self.counts.rounds,
+            seed=self.seed,
+            latency_samples=self.counts.latency_samples,
+        )
+        return self._measurement(prepared.spec, raw, time.monotonic() - started, prepared.vhost)
+
+    def measure_interleaved(self, prepared: list[Prepared]) -> list[dict[str, Any]]:
+        """One round of every spec per pass, the order reversed on every
+        other pass, so drift over the run hits every configuration alike.
+
+        Each pass is a fresh child with its own warm-up round; pass ``n``
+        uses seed ``seed + n``, so a pass sends the same tasks to every
+        configuration and different passes send different ones. Latency
+        samples are split evenly across the passes.
+        """
+        rounds = self.counts.rounds
+        samples_per_pass = -(-self.counts.latency_samples // rounds)
+        raws: dict[str, list[dict[str, Any]]] = {item.spec.id: [] for item in prepared}
+        elapsed: dict[str, float] = dict.fromkeys(raws, 0.0)
+        for index in range(rounds):
+            order = prepared if index % 2 == 0 else prepared[::-1]
+            for item in order:
+                self.log(f"round {index + 1}/{rounds}: {item.spec.id}")
+                started = time.monotonic()
+                raws[item.spec.id].append(
+                    self.run_child(
+                        item, rounds=1, seed=self.seed + index, latency_samples=samples_per_pass
+                    )
+                )
+                elapsed[item.spec.id] += time.monotonic() - started
+        return [
+            self._measurement(
+                item.spec, merge_rounds(raws[item.spec.id]), elapsed[item.spec.id], item.vhost
+            )
+            for item in prepared
+        ]
+
     def teardown_all(self, prepared: list[Prepared]) -> None:
         """Signal every worker first, then wait for each and delete the vhosts:
         the warm shutdowns run side by side."""
@@ -276,12 +332,14 @@ class Runner:
         if errors:
             raise errors[0]
 
-    def measure(self, prepared: Prepared) -> dict[str, Any]:
-        """Run the child for one prepared spec; return its measurement dict."""
+    def run_child(
+        self, prepared: Prepared, *, rounds: int, seed: int, latency_samples: int
+    ) -> dict[str, Any]:
+        """Run the measuring child for one prepared spec; return its raw figures."""
         spec = prepared.spec
         counts = self.counts
         transport = TRANSPORTS[spec.variant.transport]
-        child_spec: dict[str, Any] = {"kind": spec.kind, "seed": self.seed, "rounds": counts.rounds}
+        child_spec: dict[str, Any] = {"kind": spec.kind, "seed": seed, "rounds": rounds}
         if spec.kind == "raw":
             child_spec.update(
                 url=prepared.broker_url,
@@ -295,7 +353,7 @@ class Runner:
                 queues=spec.variant.queues,
                 count=counts.tasks,
                 with_no_results=spec.with_no_results,
-                latency_samples=counts.latency_samples,
+                latency_samples=latency_samples,
             )
         env = {
             **os.environ,
@@ -306,7 +364,6 @@ class Runner:
         pythonpath = self._pythonpath(spec.variant)
         if pythonpath:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
-        started = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-m", "routing_demo.bench.child", json.dumps(child_spec)],
             env=env,
@@ -317,8 +374,7 @@ class Runner:
         )
         if done.returncode != 0:
             raise RuntimeError(f"{spec.id} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        raw = json.loads(done.stdout.strip().splitlines()[-1])
-        return self._measurement(spec, raw, time.monotonic() - started, prepared.vhost)
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     def _measurement(
         self, spec: Spec, raw: dict[str, Any], elapsed: float, prepared_vhost: str
@@ -346,40 +402,40 @@ class Runner:
             "metrics": metrics,
         }
 
-    @contextmanager
-    def _prepared(self, spec: Spec) -> Iterator[Prepared]:
-        prepared = self.prepare(spec)
-        try:
-            yield prepared
-        finally:
-            self.teardown(prepared)
-
     def run(self, specs: list[Spec], *, overlap: bool) -> list[dict[str, Any]]:
-        measurements = []
-        if overlap:
-            prepared: list[Prepared] = []
-            try:
-                for spec in specs:
-                    prepared.append(self.prepare(spec))
-                self.log(f"{len(prepared)} vhosts made, workers started")
-                started = time.monotonic()
-                for item in prepared:
-                    self.wait_ready(item)
-                self.log(f"{len(prepared)} workers ready in {time.monotonic() - started:.1f}s")
-                # Two children at a time: figures from an overlapped run are a
-                # smoke test's, not to be compared, so use both cores for speed.
-                with ThreadPoolExecutor(max_workers=2) as pool:
-                    measurements = list(pool.map(self._logged_measure, prepared))
-            finally:
-                self.log("stopping workers, deleting vhosts")
-                self.teardown_all(prepared)
-            return measurements
-        for spec in specs:
-            self.log(f"measuring {spec.id}")
-            with self._prepared(spec) as item:
+        """Start every worker, measure (interleaved, or two at a time with
+        ``overlap``), then stop every worker and delete every vhost."""
+        prepared: list[Prepared] = []
+        try:
+            for spec in specs:
+                prepared.append(self.prepare(spec))
+            self.log(f"{len(prepared)} vhosts made, workers started")
+            started = time.monotonic()
+            for item in prepared:
                 self.wait_ready(item)
-                measurements.append(self.measure(item))
-        return measurements
+            self.log(f"{len(prepared)} workers ready in {time.monotonic() - started:.1f}s")
+            if not overlap:
+                return self.measure_interleaved(prepared)
+            # Two children at a time: figures from an overlapped run are a
+            # smoke test's, not to be compared, so use both cores for speed.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                return list(pool.map(self._logged_measure, prepared))
+        finally:
+            self.log("stopping workers, deleting vhosts")
+            self.teardown_all(prepared)
+
+
+def merge_rounds(passes: list[dict[str, Any]]) -> dict[str, Any]:
+    """One child's output from several one-round children: lists of figures
+    are concatenated in pass order, anything else is taken from the last."""
+    merged: dict[str, Any] = {}
+    for raw in passes:
+        for name, value in raw.items():
+            if isinstance(value, list):
+                merged.setdefault(name, []).extend(value)
+            else:
+                merged[name] = value
+    return merged
 
 
 def placement(overlap: bool, management: ManagementAPI) -> dict[str, Any]:
@@ -393,9 +449,13 @@ def placement(overlap: bool, management: ManagementAPI) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "producer": "a child process of the bench (one thread), on this host",
         "broker": f"RabbitMQ {broker_version} on this host (loopback TCP)",
-        "worker": "one `celery worker` process (prefork: parent + pool children) on this host",
+        "worker": "one `celery worker` process per measurement (prefork: parent + pool "
+        "children) on this host, all started up front; those not being measured sit idle",
         "pinning": "none: producer, broker and worker share every core",
-        "idle_workers_during_measurements": overlap,
+        "idle_workers_during_measurements": True,
+        "rounds": "two measurements at a time, rounds back to back"
+        if overlap
+        else "interleaved: round n of every measurement, then round n+1 in reverse order",
     }
 
 

@@ -142,3 +142,60 @@ def test_when_quick_bench_ends_then_its_vhosts_are_gone(quick_run):
     prefix = document["vhost_prefix"]
     assert all(m["vhost"].startswith(prefix) for m in document["measurements"])
     assert not {name for name in new_vhosts if name.startswith(prefix)}
+
+
+def test_when_rounds_are_interleaved_then_each_measurement_has_one_figure_per_round(
+    management: ManagementAPI, redis_url: str, tmp_path: Path
+) -> None:
+    """The real run's mode, cut down: two measurements, three rounds each,
+    every round a pass over both (the order reversed on the middle one)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "routing_demo.bench",
+            "--no-overlap",
+            "--no-build-speedups",
+            "--tasks",
+            "30",
+            "--rounds",
+            "3",
+            "--only",
+            "celery/default",
+            "--only",
+            "celery/single-queue",
+            "--broker",
+            BROKER_URL,
+            "--redis-url",
+            redis_url,
+            "--output-dir",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    document = json.loads((tmp_path / "bench.json").read_text())
+    assert [m["id"] for m in document["measurements"]] == ["celery/default", "celery/single-queue"]
+    for measurement in document["measurements"]:
+        for name, metric in measurement["metrics"].items():
+            assert len(metric["rounds"]) == 3, (measurement["id"], name)
+            assert all(r > 0 for r in metric["rounds"]), (measurement["id"], name)
+    passes = [
+        line.split("] ", 1)[1].split(": ")
+        for line in completed.stderr.splitlines()
+        if "] round " in line
+    ]
+    assert passes == [
+        ["round 1/3", "celery/default"],
+        ["round 1/3", "celery/single-queue"],
+        ["round 2/3", "celery/single-queue"],
+        ["round 2/3", "celery/default"],
+        ["round 3/3", "celery/default"],
+        ["round 3/3", "celery/single-queue"],
+    ]
+    assert "interleaved" in document["placement"]["rounds"]

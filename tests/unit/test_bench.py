@@ -8,7 +8,7 @@ import json
 import pytest
 
 from routing_demo.bench import stats
-from routing_demo.bench.runner import FULL, QUICK, plan
+from routing_demo.bench.runner import FULL, QUICK, merge_rounds, plan
 from routing_demo.bench.settings import (
     SETTINGS_ENV,
     TOPOLOGY_ENV,
@@ -232,3 +232,18 @@ def test_when_fastest_config_gives_up_a_guarantee_then_it_is_reported_not_the_ba
     best = next(t for t in targets if t["name"] == "default_within_0.9_of_best")
     assert best["value"] == pytest.approx(2000 / 2500), "prefetch-64 is still the bar"
     assert "fastest overall: celery/pool-threads" in best["detail"]
+
+
+def test_when_one_round_passes_are_merged_then_figures_keep_pass_order():
+    passes = [
+        {"send": [1.0], "latency": [0.1, 0.2], "amqp_speedups": False},
+        {"send": [2.0], "latency": [0.3], "amqp_speedups": False},
+        {"send": [3.0], "latency": [0.4], "amqp_speedups": True},
+    ]
+    merged = merge_rounds(passes)
+    assert merged == {
+        "send": [1.0, 2.0, 3.0],
+        "latency": [0.1, 0.2, 0.3, 0.4],
+        "amqp_speedups": True,
+    }
+    assert passes[0]["send"] == [1.0]  # the inputs are left alone
