@@ -12,6 +12,7 @@ import requests
 from ..workers import WorkerGroup, worker_nodes
 from ._common import (
     EXIT_FAILED,
+    broker_errors,
     broker_vhost,
     emit_json,
     get_app,
@@ -280,8 +281,14 @@ def workers_status(
     pids = group.pids()
     running = group.running()
     hostnames = [node.hostname for node in group.nodes]
-    replies = app.control.inspect(destination=hostnames, timeout=timeout).active_queues() or {}
-    vhost = broker_vhost(app)
+    try:
+        replies = app.control.inspect(destination=hostnames, timeout=timeout).active_queues() or {}
+        vhost = broker_vhost(app)
+    except broker_errors(app) as exc:
+        click.echo(
+            f"cannot ask the workers: the broker refused or cannot be reached: {exc}", err=True
+        )
+        ctx.exit(EXIT_FAILED)
     api = management_api(app, management_url)
     broker_queues: dict[str, dict[str, Any]] = {}
     broker_error = None

@@ -297,3 +297,30 @@ def test_when_the_definitions_file_is_loaded_then_it_matches_what_the_cli_genera
     management.import_definitions(vhost, committed)
     names = {queue["name"] for queue in management.queues(vhost)}
     assert names == {"add", "sub", "default", "dead_letter", "unroutable"}
+
+
+@pytest.mark.parametrize(
+    ("command", "exit_code", "says"),
+    [
+        (("send", "add", "2", "3", "--timeout", "10"), EXIT_FAILED, "ACCESS_REFUSED"),
+        (("workers", "status"), EXIT_FAILED, "ACCESS_REFUSED"),
+        (("verify",), EXIT_UNKNOWN, "401"),
+    ],
+    ids=["send", "workers-status", "verify"],
+)
+def test_when_the_broker_refuses_the_login_then_commands_say_so_without_a_traceback(
+    vhost_factory: Callable[[str], str],
+    redis_url: str,
+    tmp_path: Path,
+    command: tuple[str, ...],
+    exit_code: int,
+    says: str,
+) -> None:
+    url = vhost_factory("refused").replace("guest:guest@", "guest:not-the-password@", 1)
+    assert "not-the-password" in url
+    cli = make_cli(url, redis_url, tmp_path)
+    done = cli.routes(*command)
+    assert done.returncode == exit_code, done.stdout + done.stderr
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "not-the-password" not in done.stdout + done.stderr
