@@ -17,6 +17,7 @@ import click
 from celery.result import AsyncResult
 
 from . import celery_app
+from .options import run_dir_option
 from .tasks import add, mul, sub
 from .topology import TASK_ROUTES, default_queue
 from .workers import WorkerGroup, WorkerNode, worker_nodes
@@ -77,14 +78,7 @@ def print_report(outcomes: list[Outcome], timeout: float) -> None:
 @click.command()
 @click.option("--tasks", "count", default=12, show_default=True, help="How many tasks to send.")
 @click.option("--seed", default=7, show_default=True, help="Seed for the task mix.")
-@click.option(
-    "--run-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("run"),
-    show_default=True,
-    envvar="ROUTING_DEMO_RUN_DIR",
-    help="Where worker pidfiles and logs go.",
-)
+@run_dir_option("Where worker pidfiles and logs go.")
 @click.option(
     "--timeout", default=60.0, show_default=True, help="Seconds to wait for workers and results."
 )

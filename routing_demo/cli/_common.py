@@ -13,6 +13,7 @@ from celery.bin.base import CLIContext
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
+from ..options import management_option, run_dir_option
 from ..rabbitmq import ManagementAPI
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "management_api",
     "management_option",
     "resolve_task",
+    "run_dir_option",
 ]
 
 #: Exit codes shared by the commands (2 stays click's "usage error").
@@ -42,13 +44,6 @@ EXIT_UNKNOWN = 4
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document instead of text."
-)
-
-management_option = click.option(
-    "--management-url",
-    envvar="RABBITMQ_MANAGEMENT_URL",
-    help="RabbitMQ management API, e.g. http://user:pass@host:15672 "
-    "[default: the broker URL's host and credentials on port 15672].",
 )
 
 

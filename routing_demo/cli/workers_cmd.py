@@ -20,6 +20,7 @@ from ._common import (
     live_queue_counts,
     management_api,
     management_option,
+    run_dir_option,
 )
 
 __all__ = ["workers"]
@@ -45,15 +46,7 @@ def _group(run_dir: Path, suffix: str, **kwargs: Any) -> WorkerGroup:
     return WorkerGroup(worker_nodes(suffix), run_dir, **kwargs)
 
 
-def run_dir_option(function: Callable) -> Callable:
-    return click.option(
-        "--run-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path("run"),
-        show_default=True,
-        envvar="ROUTING_DEMO_RUN_DIR",
-        help="Pidfiles, logs and the beat schedule live here.",
-    )(function)
+node_run_dir = run_dir_option("Pidfiles, logs and the beat schedule live here.")
 
 
 def suffix_option(function: Callable) -> Callable:
@@ -117,7 +110,7 @@ def workers() -> None:
 
 
 @workers.command()
-@run_dir_option
+@node_run_dir
 @suffix_option
 @per_node("concurrency", "-c")
 @per_node("pool", "-P")
@@ -222,7 +215,7 @@ def start(
 
 
 @workers.command()
-@run_dir_option
+@node_run_dir
 @suffix_option
 @click.pass_context
 def stop(ctx: click.Context, run_dir: Path, suffix: str) -> None:
@@ -253,7 +246,7 @@ def stop(ctx: click.Context, run_dir: Path, suffix: str) -> None:
 
 
 @workers.command(name="status")
-@run_dir_option
+@node_run_dir
 @suffix_option
 @management_option
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for replies.")

@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit
 
 import click
 
+from ..options import management_option, run_dir_option
 from ..rabbitmq import ManagementAPI
 from .catalogue import EXPERIMENTS, run_experiment
 from .lab import Outcome, vhost_url
@@ -64,19 +65,8 @@ def settings_options(function: Callable) -> Callable:
             show_default=True,
             help="Result backend, e.g. redis://localhost:6379/0.",
         ),
-        click.option(
-            "--management-url",
-            envvar="RABBITMQ_MANAGEMENT_URL",
-            help="Management API [default: the broker's host and credentials, port 15672].",
-        ),
-        click.option(
-            "--run-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=Path("run"),
-            show_default=True,
-            envvar="ROUTING_DEMO_RUN_DIR",
-            help="Worker pidfiles and logs go to <run-dir>/experiments/<name>.",
-        ),
+        management_option,
+        run_dir_option("Worker pidfiles and logs go to <run-dir>/experiments/<name>."),
         click.option("--seed", default=7, show_default=True, help="Seed for the task mixes."),
         click.option(
             "--timeout",

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 from pytest_celery import CeleryTestContainer
@@ -333,6 +333,20 @@ class LocalProcessContainer(CeleryTestContainer):
         Docker fixtures remove a container (``remove(force=True)`` kills it).
         A graceful stop is ``stop()``. The log file stays for post-mortems."""
         self.kill("SIGKILL")
+
+    def __enter__(self) -> Self:
+        """Start and wait until ready; leaving the block tears the process
+        down, whether the block (or the start) failed or not."""
+        self.start()
+        try:
+            self.ready()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.teardown()
 
 
 def stop_all(containers: Iterable[LocalProcessContainer], timeout: float | None = None) -> None:

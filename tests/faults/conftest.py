@@ -64,13 +64,8 @@ def make_node(base_dir: Path, extra_config: tuple[str, ...] = ()) -> PrivateRabb
 @pytest.fixture(scope="session")
 def fault_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRabbitMQNode]:
     """The session's private RabbitMQ node, shared by the fault tests."""
-    node = make_node(tmp_path_factory.mktemp("fault-rabbitmq"))
-    node.start()
-    try:
-        node.ready()
+    with make_node(tmp_path_factory.mktemp("fault-rabbitmq")) as node:
         yield node
-    finally:
-        node.teardown()
 
 
 def purge_task_queues(url: str) -> None:

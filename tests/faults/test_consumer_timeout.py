@@ -48,12 +48,8 @@ def timeout_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRa
     node = make_node(base_dir, extra_config=(f"consumer_timeout = {CONSUMER_TIMEOUT_MS}",))
     # rabbitmq.conf has no key for it: the node reads this file at boot.
     (base_dir / "advanced.config").write_text("[{rabbit, [{channel_tick_interval, 1000}]}].\n")
-    node.start()
-    try:
-        node.ready()
+    with node:
         yield node
-    finally:
-        node.teardown()
 
 
 @pytest.fixture

@@ -41,19 +41,16 @@ def vhost_names(management: ManagementAPI) -> set[str]:
     return {vhost["name"] for vhost in response.json()}
 
 
-@pytest.fixture(scope="module")
-def quick_run(
-    management: ManagementAPI, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[dict, Path, set[str]]:
-    output = tmp_path_factory.mktemp("bench")
-    vhosts_before = vhost_names(management)
+def run_bench(args: list[str], redis_url: str, output: Path) -> tuple[dict, str]:
+    """``python -m routing_demo.bench ARGS`` on the test broker and Redis, as a
+    user runs it (no ``CELERY_*`` variables); its JSON document and stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
     completed = subprocess.run(
         [
             sys.executable,
             "-m",
             "routing_demo.bench",
-            "--quick",
+            *args,
             "--broker",
             BROKER_URL,
             "--redis-url",
@@ -68,7 +65,16 @@ def quick_run(
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
-    document = json.loads((output / "bench.json").read_text())
+    return json.loads((output / "bench.json").read_text()), completed.stderr
+
+
+@pytest.fixture(scope="module")
+def quick_run(
+    management: ManagementAPI, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict, Path, set[str]]:
+    output = tmp_path_factory.mktemp("bench")
+    vhosts_before = vhost_names(management)
+    document, _ = run_bench(["--quick"], redis_url, output)
     new_vhosts = vhost_names(management) - vhosts_before
     return document, output, new_vhosts
 
@@ -149,12 +155,8 @@ def test_when_rounds_are_interleaved_then_each_measurement_has_one_figure_per_ro
 ) -> None:
     """The real run's mode, cut down: two measurements, three rounds each,
     every round a pass over both (the order reversed on the middle one)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
-    completed = subprocess.run(
+    document, stderr = run_bench(
         [
-            sys.executable,
-            "-m",
-            "routing_demo.bench",
             "--no-overlap",
             "--no-build-speedups",
             "--tasks",
@@ -165,30 +167,17 @@ def test_when_rounds_are_interleaved_then_each_measurement_has_one_figure_per_ro
             "celery/default",
             "--only",
             "celery/single-queue",
-            "--broker",
-            BROKER_URL,
-            "--redis-url",
-            redis_url,
-            "--output-dir",
-            str(tmp_path),
         ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        redis_url,
+        tmp_path,
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    document = json.loads((tmp_path / "bench.json").read_text())
     assert [m["id"] for m in document["measurements"]] == ["celery/default", "celery/single-queue"]
     for measurement in document["measurements"]:
         for name, metric in measurement["metrics"].items():
             assert len(metric["rounds"]) == 3, (measurement["id"], name)
             assert all(r > 0 for r in metric["rounds"]), (measurement["id"], name)
     passes = [
-        line.split("] ", 1)[1].split(": ")
-        for line in completed.stderr.splitlines()
-        if "] round " in line
+        line.split("] ", 1)[1].split(": ") for line in stderr.splitlines() if "] round " in line
     ]
     assert passes == [
         ["round 1/3", "celery/default"],

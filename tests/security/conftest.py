@@ -42,12 +42,8 @@ def private_node(
     node = PrivateRabbitMQNode(
         base_dir, management=management, extra_config=extra_config, server=server
     )
-    node.start()
-    try:
-        node.ready()
+    with node:
         yield node
-    finally:
-        node.teardown()
 
 
 def rabbitmqctl(node: PrivateRabbitMQNode, *args: str) -> Any:
