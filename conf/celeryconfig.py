@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from routing_demo.security import broker_password_from_file
 from routing_demo.topology import (
     TASK_QUEUES,
     TASK_ROUTES,
@@ -27,6 +28,10 @@ broker_url = "pyamqp://guest:guest@localhost:5672//"
 #: ``pyamqp://`` get py-amqp, ``librabbitmq://`` gets the kombu 5.7 adapter in
 #: ``routing_demo.transports``. It wins over kombu's own guess from the scheme.
 broker_transport = broker_transport_for(os.environ.get("CELERY_BROKER_URL") or broker_url)
+#: The password may come from a file instead of the URL (a Docker or
+#: Kubernetes secret): ``ROUTING_DEMO_BROKER_PASSWORD_FILE``, with a
+#: ``CELERY_BROKER_URL`` that names the user but no password. Unset: ``None``.
+broker_password = broker_password_from_file(os.environ.get("CELERY_BROKER_URL") or broker_url)
 #: Keep retrying the first connection: workers may start before RabbitMQ.
 broker_connection_retry_on_startup = True
 #: Seconds a client waits for a TCP connection before it reports the error.

@@ -1,4 +1,9 @@
-"""TLS settings for the ``amqps://`` profile (``conf/tls.py``), read from the environment.
+"""Broker credentials and TLS settings, read from the environment.
+
+The broker password may live in a file (a Docker or Kubernetes secret)
+instead of ``CELERY_BROKER_URL``: see ``broker_password_from_file``.
+
+TLS, for the ``amqps://`` profile (``conf/tls.py``):
 
 ``broker_use_ssl`` is handed by kombu to py-amqp, which wraps the socket in
 an ``ssl.SSLContext``: ``ca_certs`` is the CA the broker's certificate must
@@ -19,14 +24,21 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = [
+    "BROKER_PASSWORD_FILE",
     "TLS_CA_CERTS",
     "TLS_CERTFILE",
     "TLS_KEYFILE",
     "TLS_SERVER_HOSTNAME",
+    "broker_password_from_file",
     "broker_tls_options",
 ]
+
+#: A file holding the broker password; ``CELERY_BROKER_URL`` then names the
+#: user but no password (``pyamqp://routing_demo@rabbitmq:5672/routing_demo``).
+BROKER_PASSWORD_FILE = "ROUTING_DEMO_BROKER_PASSWORD_FILE"
 
 #: PEM file of the CA that signed the broker's certificate (``scripts/make-certs``
 #: writes ``ca.pem``); unset: the system's trusted CAs.
@@ -68,3 +80,31 @@ def broker_tls_options(environ: Mapping[str, str] | None = None) -> dict[str, An
     if certfile:
         options.update(certfile=certfile, keyfile=keyfile)
     return options
+
+
+def broker_password_from_file(
+    broker_url: str, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The password in the file ``BROKER_PASSWORD_FILE`` names, without its
+    trailing newline; ``None`` when the variable is unset.
+
+    Celery hands it to kombu as ``broker_password``, which kombu uses only
+    when the URL carries no password: a URL with one would win silently, so
+    that is refused here, as are a missing or empty file.
+    """
+    environ = os.environ if environ is None else environ
+    path = environ.get(BROKER_PASSWORD_FILE) or None
+    if path is None:
+        return None
+    if urlsplit(broker_url.split(";")[0].strip()).password is not None:
+        raise ValueError(
+            f"{BROKER_PASSWORD_FILE} is set but the broker URL carries a password too: "
+            "give CELERY_BROKER_URL without one (scheme://user@host:port/vhost)"
+        )
+    try:
+        password = Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"{BROKER_PASSWORD_FILE}={path}: {exc.strerror}") from None
+    if not password:
+        raise ValueError(f"{BROKER_PASSWORD_FILE}={path}: the file is empty")
+    return password

@@ -34,6 +34,7 @@ from celery.utils.nodenames import gethostname, nodename
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
+from .security import broker_password_from_file
 from .topology import TASK_QUEUES, worker_selections
 
 __all__ = [
@@ -185,8 +186,9 @@ class WorkerGroup:
         stopped = [node for node in self.nodes if node.name not in running]
         if stopped:
             url = self.broker_url()
+            password = broker_password_from_file(url, self.env)
             for node in stopped:
-                wait_pidbox_released(url, node.hostname, timeout=pidbox_timeout)
+                wait_pidbox_released(url, node.hostname, timeout=pidbox_timeout, password=password)
         self._multi("start")
 
     def stop(self, timeout: float = 60.0) -> None:
@@ -243,7 +245,12 @@ class WorkerGroup:
 
 
 def wait_pidbox_released(
-    broker_url: str, hostname: str, *, timeout: float = PIDBOX_TIMEOUT, interval: float = 0.2
+    broker_url: str,
+    hostname: str,
+    *,
+    timeout: float = PIDBOX_TIMEOUT,
+    interval: float = 0.2,
+    password: str | None = None,
 ) -> bool:
     """Wait until no other connection holds ``<hostname>.celery.pidbox``.
 
@@ -251,7 +258,8 @@ def wait_pidbox_released(
     exclusive to another connection: look again) or succeeds (left over but
     free). Returns True once free, False when the broker cannot be reached
     (a broker that is down holds nothing; the worker waits for it itself),
-    and raises ``PidboxLocked`` after ``timeout`` seconds.
+    and raises ``PidboxLocked`` after ``timeout`` seconds. ``password`` is for
+    a URL without one (the password came from a file).
     """
     url = broker_url.split(";")[0].strip()
     scheme = urlsplit(url).scheme.lower()
@@ -264,7 +272,9 @@ def wait_pidbox_released(
         # py-amqp whatever the workers use: the same AMQP wire, and the
         # exceptions caught here are py-amqp's.
         transport = "pyamqp" if scheme == "librabbitmq" else None
-        with Connection(url, transport=transport, connect_timeout=5) as connection:
+        with Connection(
+            url, transport=transport, password=password, connect_timeout=5
+        ) as connection:
             connection.ensure_connection(max_retries=1)
             while True:
                 channel = connection.channel()

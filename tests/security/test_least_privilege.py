@@ -22,6 +22,7 @@ import requests
 from celery import Celery
 from kombu import Connection
 
+from routing_demo.security import BROKER_PASSWORD_FILE, broker_password_from_file
 from routing_demo.testing.process import wait_until
 from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
 from routing_demo.workers import pid_alive, worker_nodes
@@ -48,8 +49,10 @@ class AppBroker:
     node: PrivateRabbitMQNode
     definitions: Path
 
-    def url(self, password: str = PASSWORD, vhost: str = VHOST) -> str:
-        return f"pyamqp://{USER}:{password}@127.0.0.1:{self.node.amqp_port}/{vhost}"
+    def url(self, password: str | None = PASSWORD, vhost: str = VHOST) -> str:
+        """The broker URL; ``password=None``: one without a password."""
+        login = USER if password is None else f"{USER}:{password}"
+        return f"pyamqp://{login}@127.0.0.1:{self.node.amqp_port}/{vhost}"
 
     @property
     def management_url(self) -> str:
@@ -177,27 +180,42 @@ class AppRun:
     backend: str
 
 
-@pytest.fixture(scope="module", params=["rpc", "redis"])
+@pytest.fixture(
+    scope="module",
+    params=["rpc", "redis"],
+    ids=["rpc-password-in-url", "redis-password-in-file"],
+)
 def app_run(
     request: pytest.FixtureRequest,
     app_broker: AppBroker,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AppRun]:
     """``routes workers start`` (celery multi: -Q add, -Q sub, -X add,sub) as
-    the app user, with rpc:// or Redis results; stopped at the end."""
+    the app user, with rpc:// or Redis results; stopped at the end. The rpc://
+    run puts the password in ``CELERY_BROKER_URL``; the Redis run gives a URL
+    without one and the password in a file, as a Docker secret would."""
     backend = "rpc://" if request.param == "rpc" else request.getfixturevalue("redis_url")
     run_dir = tmp_path_factory.mktemp(f"run-{request.param}")
-    cli = Cli(
-        {
-            "CELERY_BROKER_URL": app_broker.url(),
-            "CELERY_RESULT_BACKEND": backend,
-            "RABBITMQ_MANAGEMENT_URL": app_broker.management_url,
-            "ROUTING_DEMO_RUN_DIR": str(run_dir),
-        }
-    )
+    env = {
+        "CELERY_BROKER_URL": app_broker.url(),
+        "CELERY_RESULT_BACKEND": backend,
+        "RABBITMQ_MANAGEMENT_URL": app_broker.management_url,
+        "ROUTING_DEMO_RUN_DIR": str(run_dir),
+    }
+    if request.param == "redis":
+        secret = run_dir / "broker-password"
+        secret.write_text(PASSWORD + "\n")
+        secret.chmod(0o600)
+        env.update(CELERY_BROKER_URL=app_broker.url(password=None))
+        env[BROKER_PASSWORD_FILE] = str(secret)
+    cli = Cli(env)
     app = Celery("routing_demo", set_as_current=False)
     app.config_from_object("conf.celeryconfig")
-    app.conf.update(broker_url=app_broker.url(), result_backend=backend)
+    app.conf.update(
+        broker_url=env["CELERY_BROKER_URL"],
+        broker_password=broker_password_from_file(env["CELERY_BROKER_URL"], env),
+        result_backend=backend,
+    )
     started = cli(
         "routes", "workers", "start", "--suffix", SUFFIX, "-P", "solo", "-l", "DEBUG",
         "--timeout", "120",
