@@ -16,6 +16,12 @@ gets here; a plain write would then turn a finished task back into ``SENT``.
 The ``rpc://`` backend has no store another process could read, and other
 backends are left alone. Nothing runs on the worker's side: the cost is one
 Redis command per publish, in the publisher.
+
+Celery's ``after_task_publish`` signal is process-wide and names only the
+task, so another app publishing in the same process (a test's app, an
+application that imports this one) would fire it too. ``install`` therefore
+gives the app ``SentStateAMQP``, whose publish marks which app is publishing,
+and the receiver records only its own app's tasks, in its own app's backend.
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from celery import Celery
+from celery.app.amqp import AMQP
 from celery.backends.base import Backend
 from celery.backends.redis import RedisBackend
 from celery.signals import after_task_publish
 
-__all__ = ["SENT", "install", "records_sent_state", "suppressed"]
+__all__ = ["SENT", "SentStateAMQP", "install", "records_sent_state", "suppressed"]
 
 #: The state a published but not yet started task reads as.
 SENT = "SENT"
@@ -40,6 +47,30 @@ SENT = "SENT"
 _suppressed: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "routing_demo_sent_state_suppressed", default=False
 )
+
+
+#: The app whose task is being published in this context, if any.
+_publishing_app: contextvars.ContextVar[Celery | None] = contextvars.ContextVar(
+    "routing_demo_sent_state_publishing_app", default=None
+)
+
+
+class SentStateAMQP(AMQP):
+    """Celery's AMQP, with a publish that says which app is publishing while
+    the ``after_task_publish`` receivers run."""
+
+    def _create_task_sender(self) -> Any:
+        send = super()._create_task_sender()
+        app = self.app
+
+        def send_task_message(*args: Any, **kwargs: Any) -> Any:
+            token = _publishing_app.set(app)
+            try:
+                return send(*args, **kwargs)
+            finally:
+                _publishing_app.reset(token)
+
+        return send_task_message
 
 
 def records_sent_state(backend: Backend) -> bool:
@@ -69,8 +100,13 @@ def _task_id(headers: dict[str, Any] | None, body: Any) -> str | None:
 def install(app: Celery) -> None:
     """Record ``SENT`` for every task ``app`` publishes from this process.
 
+    Call it before the app's first publish (it sets ``app.amqp_cls``).
     Idempotent: installing twice connects one receiver.
     """
+    if not (isinstance(app.amqp_cls, type) and issubclass(app.amqp_cls, SentStateAMQP)):
+        if "amqp" in app.__dict__:
+            raise RuntimeError(f"install SENT recording before {app.main!r} publishes anything")
+        app.amqp_cls = SentStateAMQP
 
     def record_sent(
         sender: str | None = None,
@@ -80,7 +116,7 @@ def install(app: Celery) -> None:
         routing_key: str | None = None,
         **_: Any,
     ) -> None:
-        if _suppressed.get():
+        if _suppressed.get() or _publishing_app.get() is not app:
             return
         backend = app.backend
         task_id = _task_id(headers, body)

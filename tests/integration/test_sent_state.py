@@ -1,0 +1,58 @@
+"""The ``SENT`` record belongs to the app that installed it: two apps in one
+process, one broker vhost, one Redis; only the installing app's publishes are
+recorded. No worker runs, so every task stays queued."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from celery import Celery
+
+from routing_demo.sent_state import SENT, install
+
+pytestmark = pytest.mark.integration
+
+ADD = "routing_demo.tasks.add"
+
+
+def make_app(name: str, broker_url: str, redis_url: str) -> Celery:
+    app = Celery(name, set_as_current=False)
+    app.config_from_object("conf.celeryconfig")
+    app.conf.update(broker_url=broker_url, result_backend=redis_url)
+    return app
+
+
+@pytest.fixture
+def apps(vhost_factory: Callable[[str], str], redis_url: str) -> Iterator[tuple[Celery, Celery]]:
+    url = vhost_factory("sent-state")
+    recording, other = make_app("recording", url, redis_url), make_app("other", url, redis_url)
+    install(recording)
+    yield recording, other
+    for app in (recording, other):
+        app.close()
+
+
+def test_when_two_apps_publish_then_only_the_installing_apps_tasks_read_sent(
+    apps: tuple[Celery, Celery],
+) -> None:
+    recording, other = apps
+    own = recording.send_task(ADD, (1, 2))
+    foreign = other.send_task(ADD, (3, 4))
+    try:
+        meta = recording.backend.get_task_meta(own.id)
+        assert (meta["status"], meta["name"], meta["routing_key"]) == (SENT, ADD, "add")
+        assert recording.backend.get_task_meta(foreign.id)["status"] == "PENDING"
+    finally:
+        recording.backend.forget(own.id)
+        recording.backend.forget(foreign.id)
+
+
+def test_when_the_app_already_published_then_installing_says_it_is_too_late(
+    apps: tuple[Celery, Celery],
+) -> None:
+    _, other = apps
+    sent = other.send_task(ADD, (5, 6))
+    with pytest.raises(RuntimeError, match="before 'other' publishes anything"):
+        install(other)
+    other.backend.forget(sent.id)
