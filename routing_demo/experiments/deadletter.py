@@ -112,7 +112,7 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
         }
     )
 
-    ran = {base: worker["ran"] for base, worker in outcome.workers.items()}
+    ran = outcome.tallies
     outcome.check(
         "the good tasks ran on their queues' workers",
         all(

@@ -50,18 +50,14 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
                 for base, worker in outcome.workers.items()
                 if base != queue
             ),
-            {base: worker["ran"] for base, worker in outcome.workers.items()},
+            outcome.tallies,
         )
     outcome.check(
         "the results name the same workers",
         all(node == QUEUE_OF[f"routing_demo.tasks.{task}"] for task, node in ran_on),
         dict(outcome.findings["ran_on (from results)"]),
     )
-    outcome.check(
-        "the broker routed each queue exactly its tasks",
-        all(outcome.queues[queue].published == n for queue, n in per_queue.items()),
-        {queue: counters.published for queue, counters in outcome.queues.items()},
-    )
+    outcome.check_published("the broker routed each queue exactly its tasks", per_queue)
 
 
 EXPERIMENT = Experiment(

@@ -154,8 +154,22 @@ class Outcome:
     def passed(self) -> bool:
         return all(check.passed for check in self.checks)
 
+    @property
+    def tallies(self) -> dict[str, dict[str, int]]:
+        """Node base name -> {task: times it ran there}."""
+        return {base: worker["ran"] for base, worker in self.workers.items()}
+
     def check(self, claim: str, passed: bool, observed: object = "") -> None:
         self.checks.append(Check(claim, bool(passed), str(observed)))
+
+    def check_published(self, claim: str, expected: Mapping[str, int]) -> None:
+        """Check the broker's own count of messages published into each queue
+        (the management API's counters) against ``expected``."""
+        self.check(
+            claim,
+            all(self.queues[queue].published == count for queue, count in expected.items()),
+            {queue: counters.published for queue, counters in self.queues.items()},
+        )
 
 
 @dataclass(frozen=True)

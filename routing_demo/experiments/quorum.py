@@ -96,7 +96,7 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
         }
     )
 
-    ran = {base: worker["ran"] for base, worker in outcome.workers.items()}
+    ran = outcome.tallies
     outcome.check(
         "add and sub are quorum queues",
         outcome.findings["queue types"] == {"add": "quorum", "sub": "quorum"},

@@ -82,7 +82,7 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
         "the workers' own totals add up",
         sum(outcome.workers["alpha"]["ran"].values()) + sum(outcome.workers["beta"]["ran"].values())
         == outcome.sent,
-        {base: worker["ran"] for base, worker in outcome.workers.items()},
+        outcome.tallies,
     )
 
 

@@ -108,7 +108,7 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
         **{key: count for _, key, count in EXPLICIT},
     }
 
-    ran = {base: worker["ran"] for base, worker in outcome.workers.items()}
+    ran = outcome.tallies
     outcome.check(
         "RabbitMQ matched each key as the patterns say",
         matches
@@ -135,11 +135,7 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
         outcome.queues["unroutable"].ready == unmatched == 1,
         outcome.queues["unroutable"],
     )
-    outcome.check(
-        "the broker's counters agree",
-        all(outcome.queues[queue].published == n for queue, n in into.items()),
-        {queue: counters.published for queue, counters in outcome.queues.items()},
-    )
+    outcome.check_published("the broker's counters agree", into)
 
 
 EXPERIMENT = Experiment(
