@@ -4,7 +4,9 @@ coordinates, and one way to print for people or for scripts."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import click
@@ -24,6 +26,7 @@ __all__ = [
     "broker_errors",
     "broker_vhost",
     "emit_json",
+    "generated_file_options",
     "get_app",
     "json_option",
     "live_queue_counts",
@@ -31,7 +34,10 @@ __all__ = [
     "management_option",
     "resolve_task",
     "run_dir_option",
+    "task_call_options",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: Exit codes shared by the commands (2 stays click's "usage error").
 EXIT_OK = 0
@@ -45,6 +51,46 @@ EXIT_UNKNOWN = 4
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document instead of text."
 )
+
+
+def task_call_options(function: F) -> F:
+    """``TASK [ARGS]…`` plus ``--kwargs`` and the ``apply_async`` routing
+    overrides, alike for the command that sends a task and the one that
+    explains where it would go."""
+    for decorator in reversed(
+        [
+            click.argument("task"),
+            click.argument("args", nargs=-1, type=click.UNPROCESSED),
+            click.option(
+                "--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object."
+            ),
+            click.option("--queue", help="apply_async(queue=…) override."),
+            click.option("--routing-key", help="apply_async(routing_key=…) override."),
+            click.option("--exchange", help="apply_async(exchange=…) override."),
+        ]
+    ):
+        function = decorator(function)
+    return function
+
+
+def generated_file_options(example: str) -> Callable[[F], F]:
+    """``-o/--output`` and ``--check`` for a command that generates a
+    committed file (``example`` is its path in the repository)."""
+
+    def decorate(function: F) -> F:
+        function = click.option(
+            "--check",
+            is_flag=True,
+            help="Exit 3 if --output's current content differs from what would be written.",
+        )(function)
+        return click.option(
+            "-o",
+            "--output",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=f"Write here (e.g. {example}) instead of standard output.",
+        )(function)
+
+    return decorate
 
 
 def get_app(ctx: click.Context) -> Celery:

@@ -22,18 +22,14 @@ from ._common import (
     json_option,
     parse_value,
     resolve_task,
+    task_call_options,
 )
 
 __all__ = ["send", "status"]
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("task")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
-@click.option("--queue", help="apply_async(queue=…) override.")
-@click.option("--routing-key", help="apply_async(routing_key=…) override.")
-@click.option("--exchange", help="apply_async(exchange=…) override.")
+@task_call_options
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the result.")
 @json_option
 @click.pass_context

@@ -15,6 +15,7 @@ from ._common import (
     EXIT_UNKNOWN,
     broker_vhost,
     emit_json,
+    generated_file_options,
     get_app,
     json_option,
     live_queue_counts,
@@ -22,6 +23,7 @@ from ._common import (
     management_option,
     parse_value,
     resolve_task,
+    task_call_options,
 )
 from .definitions import (
     DEFAULT_DEFINITIONS_PATH,
@@ -157,12 +159,7 @@ def _print_explanation(explained: RouteExplanation) -> None:
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("task")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
-@click.option("--queue", help="apply_async(queue=…) override.")
-@click.option("--routing-key", help="apply_async(routing_key=…) override.")
-@click.option("--exchange", help="apply_async(exchange=…) override.")
+@task_call_options
 @click.option("-Q", "--queues", "include", help="A worker's -Q selection to check against.")
 @click.option("-X", "--exclude-queues", "exclude", help="A worker's -X selection to check against.")
 @json_option
@@ -303,17 +300,7 @@ def verify(
 
 
 @click.command()
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"Write here (e.g. {DEFAULT_DEFINITIONS_PATH}) instead of standard output.",
-)
-@click.option(
-    "--check",
-    is_flag=True,
-    help="Exit 3 if --output's current content differs from what would be written.",
-)
+@generated_file_options(str(DEFAULT_DEFINITIONS_PATH))
 @click.option("--vhost", default=DEFAULT_VHOST, show_default=True)
 @click.pass_context
 def definitions(ctx: click.Context, output: Path | None, check: bool, vhost: str) -> None:
@@ -357,17 +344,7 @@ def _write_or_check(
 
 
 @click.command()
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"Write the patterns as JSON here (e.g. {DEFAULT_PERMISSIONS_PATH}).",
-)
-@click.option(
-    "--check",
-    is_flag=True,
-    help="Exit 3 if --output's current content differs from what would be written.",
-)
+@generated_file_options(str(DEFAULT_PERMISSIONS_PATH))
 @json_option
 @click.pass_context
 def permissions(ctx: click.Context, output: Path | None, check: bool, as_json: bool) -> None:
