@@ -106,7 +106,7 @@ def bench(
     Examples:
       # A smoke run (about 40 s): every measurement, small batches
       python -m routing_demo.bench --quick
-      # The full run (a few minutes), failing when a target is missed
+      # The full run (about 18 min on 2 cores), failing when a target is missed
       python -m routing_demo.bench --fail-on-target
       # On a busy machine: smaller batches, fewer rounds
       python -m routing_demo.bench --tasks 1000 --rounds 3

@@ -68,7 +68,7 @@ class Counts:
 
 #: A smoke run: every measurement, small batches.
 QUICK = Counts(tasks=50, rounds=1, raw_messages=300, latency_samples=15)
-#: The real run (a few minutes on 2 cores).
+#: The real run (about 18 minutes on 2 cores: 5 interleaved rounds of ~20 measurements).
 FULL = Counts(tasks=3000, rounds=5, raw_messages=15000, latency_samples=300)
 
 
