@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import click
@@ -15,7 +15,7 @@ from celery.bin.base import CLIContext
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
-from ..options import management_option, run_dir_option
+from ..options import F, management_option, run_dir_option
 from ..rabbitmq import ManagementAPI
 
 __all__ = [
@@ -36,8 +36,6 @@ __all__ = [
     "run_dir_option",
     "task_call_options",
 ]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: Exit codes shared by the commands (2 stays click's "usage error").
 EXIT_OK = 0

@@ -51,7 +51,21 @@ def _amqp_config(url: str) -> dict[str, object]:
     return service_config(url, 5672, "/")
 
 
-class SharedRabbitMQVhost(SharedServiceContainer):
+class _AMQPService:
+    """What pytest-celery asks of a RabbitMQ container, from its ``url``."""
+
+    url: str
+
+    @property
+    def celeryconfig(self) -> dict[str, object]:
+        return _amqp_config(self.url)
+
+    @property
+    def client(self) -> Connection:
+        return Connection(self.url)
+
+
+class SharedRabbitMQVhost(_AMQPService, SharedServiceContainer):
     """A vhost on a shared RabbitMQ, seen as a container that cannot be stopped.
 
     ``url`` is the broker URL including the vhost; whoever made the vhost
@@ -70,14 +84,6 @@ class SharedRabbitMQVhost(SharedServiceContainer):
         return f"<{type(self).__name__} {self.name}>"
 
     @property
-    def celeryconfig(self) -> dict[str, object]:
-        return _amqp_config(self.url)
-
-    @property
-    def client(self) -> Connection:
-        return Connection(self.url)
-
-    @property
     def name(self) -> str:
         return f"rabbitmq-{self.host}-{self.port}-{self.vhost}"
 
@@ -91,7 +97,7 @@ class SharedRabbitMQVhost(SharedServiceContainer):
         return True
 
 
-class PrivateRabbitMQNode(LocalProcessContainer):
+class PrivateRabbitMQNode(_AMQPService, LocalProcessContainer):
     """A RabbitMQ node of our own under ``base_dir``.
 
     Ports come from the private ranges (``defaults``) at one offset unless
@@ -193,14 +199,6 @@ class PrivateRabbitMQNode(LocalProcessContainer):
         if not self.management_port:
             return None
         return f"http://guest:guest@127.0.0.1:{self.management_port}"
-
-    @property
-    def celeryconfig(self) -> dict[str, object]:
-        return _amqp_config(self.url)
-
-    @property
-    def client(self) -> Connection:
-        return Connection(self.url)
 
     def probe(self) -> bool:
         """The AMQP listener answers (the prompt is logged once it listens)."""

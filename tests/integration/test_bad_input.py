@@ -12,7 +12,6 @@ import os
 import pickle
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from celery.exceptions import NotRegistered
 from kombu import Producer
 from kombu.exceptions import ContentDisallowed, DecodeError
 
+from routing_demo.testing.process import wait_until
 from routing_demo.topology import task_exchange, unroutable_queue
 
 from .stack import DeadLetters, Stack
@@ -232,11 +232,10 @@ def test_when_routing_key_matches_no_queue_then_message_is_kept_as_unroutable(
     """A typo in an explicit routing key: RabbitMQ cannot route the message,
     and the task exchange's alternate exchange keeps it."""
     result = stack.client.send_task(ADD, (1, 2), exchange=task_exchange.name, routing_key="ad")
-    deadline = time.monotonic() + 30
     with stack.connection() as connection:
         queue = unroutable_queue(connection.default_channel)
-        while (message := queue.get(no_ack=True)) is None:
-            assert time.monotonic() < deadline, "the message vanished"
-            time.sleep(0.05)
+        message = wait_until(
+            lambda: queue.get(no_ack=True), timeout=30, message="the message vanished"
+        )
     assert message.headers["id"] == result.id
     assert message.delivery_info["routing_key"] == "ad"

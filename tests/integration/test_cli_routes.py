@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from routing_demo.cli._common import EXIT_FAILED, EXIT_MISMATCH, EXIT_UNKNOWN
 from routing_demo.cli.definitions import render_definitions, topology_definitions
 from routing_demo.cli.model import read_topology
 from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.testing.process import wait_until
 from routing_demo.workers import pid_alive
 
 pytestmark = pytest.mark.integration
@@ -65,18 +65,6 @@ def make_cli(broker_url: str, backend_url: str, run_dir: Path) -> Cli:
         "ROUTING_DEMO_BEAT_INTERVAL": BEAT_INTERVAL,
     }
     return Cli(env, run_dir, f"-{uuid.uuid4().hex[:6]}")
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``check`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def pidfile_pids(run_dir: Path) -> dict[str, int]:
@@ -154,15 +142,15 @@ def test_when_workers_run_then_verify_passes(running: Cli) -> None:
 def test_when_beat_runs_then_its_add_reaches_the_add_worker(running: Cli) -> None:
     log = running.run_dir / f"add{running.suffix}.log"
     beat_log = running.run_dir / f"default{running.suffix}.log"
-    wait_for(
+    wait_until(
         lambda: "Sending due task add-every-interval" in beat_log.read_text(),
-        20,
-        "beat to send its add",
+        timeout=20,
+        message="beat did not send its add",
     )
-    wait_for(
+    wait_until(
         lambda: "routing_demo.tasks.add[" in log.read_text() and "succeeded" in log.read_text(),
-        20,
-        "the add worker to run beat's task",
+        timeout=20,
+        message="the add worker did not run beat's task",
     )
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.testing.process import wait_until
 from routing_demo.transports import LIBRABBITMQ_TRANSPORT, broker_transport_for
 from routing_demo.workers import WorkerGroup, worker_nodes
 
@@ -137,9 +137,10 @@ def test_when_stack_runs_then_broker_sees_only_librabbitmq_clients(
     stack.client.send_task("routing_demo.tasks.add", (1, 2)).get(timeout=30)
     # The management API lists a connection once its statistics arrive (up
     # to a few seconds): poll until the vhost's connections show up.
-    deadline = time.monotonic() + 30
-    while not (connections := management.connections(stack.vhost)):
-        assert time.monotonic() < deadline, "no connection in the vhost"
-        time.sleep(0.2)
+    connections = wait_until(
+        lambda: management.connections(stack.vhost),
+        timeout=30,
+        message="no connection in the vhost",
+    )
     products = [connection["client_properties"].get("product") for connection in connections]
     assert set(products) == {LIBRABBITMQ_PRODUCT}
