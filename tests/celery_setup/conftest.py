@@ -3,7 +3,7 @@
 The fixtures come from ``routing_demo.testing.fixtures``: a throw-away vhost
 of the shared RabbitMQ, a database of the shared Redis, and one real
 ``celery -A routing_demo worker`` per queue. Every worker here also loads
-``long_tasks`` (tasks slow enough to be interrupted).
+``tests.slow_tasks`` (a task slow enough to be interrupted).
 """
 
 from __future__ import annotations
@@ -38,4 +38,4 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 @pytest.fixture
 def local_worker_options() -> dict[str, object]:
-    return {"include": ["long_tasks"], "pythonpath": [HERE]}
+    return {"include": ["tests.slow_tasks"], "pythonpath": [HERE.parents[1]]}

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from long_tasks import SLEEP_THEN_ADD
 from pytest_celery import CeleryBrokerCluster, CeleryTestSetup, CeleryWorkerCluster
 
 from routing_demo.tasks import add, sub
@@ -19,6 +18,7 @@ from routing_demo.testing.checks import queue_counts, wait_for_log_count, worker
 from routing_demo.testing.process import wait_until
 from routing_demo.topology import add_queue, sub_queue
 from routing_demo.workers import WorkerNode
+from tests.slow_tasks import SLEEP_THEN_ADD
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ again if a test left it down, and its task queues are purged. Results and the
 ledger live in the shared Redis under keys of their own.
 
 Every worker loads ``routing_demo.testing.ledger`` (the ledger's signal
-receiver) and ``tests.faults.fault_tasks``; the test compares the ids it sent
+receiver) and ``tests.slow_tasks``; the test compares the ids it sent
 with the ids the ledger says ran, and prints the figures.
 """
 
@@ -38,11 +38,11 @@ from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
 from routing_demo.testing.services import require_executable
 from routing_demo.topology import TASK_QUEUES, dead_letter_queue
 
-#: The repository root, on the workers' ``PYTHONPATH`` for ``tests.faults.fault_tasks``.
+#: The repository root, on the workers' ``PYTHONPATH`` for ``tests.slow_tasks``.
 ROOT = Path(__file__).parents[2]
 
 #: What every fault-test worker loads besides the project's tasks.
-WORKER_INCLUDES = ("routing_demo.testing.ledger", "tests.faults.fault_tasks")
+WORKER_INCLUDES = ("routing_demo.testing.ledger", "tests.slow_tasks")
 
 #: Seconds a test waits for every sent task to have run.
 RUN_TIMEOUT = 120.0

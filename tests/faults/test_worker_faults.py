@@ -26,9 +26,9 @@ from routing_demo.testing.process import wait_until
 from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
 from routing_demo.topology import add_queue
 from routing_demo.workers import PidboxLocked, WorkerGroup, WorkerNode, worker_nodes
+from tests.slow_tasks import SLEEP_THEN_ADD
 
 from .conftest import RUN_TIMEOUT, WORKER_INCLUDES, show, start_workers
-from .fault_tasks import SLEEP_THEN_ADD
 
 pytestmark = pytest.mark.integration
 
