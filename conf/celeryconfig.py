@@ -12,6 +12,7 @@ import os
 
 from routing_demo.security import broker_password_from_file
 from routing_demo.topology import (
+    QUEUES,
     TASK_QUEUES,
     TASK_ROUTES,
     default_queue,
@@ -85,6 +86,11 @@ task_default_queue = default_queue.name
 task_default_exchange = task_exchange.name
 task_default_exchange_type = task_exchange.type
 task_default_routing_key = default_queue.routing_key
+#: ``classic`` or ``quorum``, from ``ROUTING_DEMO_QUEUE_TYPE`` (see
+#: ``routing_demo.topology``): quorum queues on a cluster, classic on one node.
+#: Celery then sends countdown/ETA tasks through native delayed delivery
+#: (``celery_delayed_*`` quorum queues), which our topic exchange supports.
+task_default_queue_type = QUEUES.queue_type
 #: A route or ``-Q`` naming an undeclared queue is an error, not a new queue.
 task_create_missing_queues = False
 #: Persistent messages in durable queues survive a broker restart.

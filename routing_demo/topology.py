@@ -9,15 +9,26 @@ configuration, the demo, the tests, the docs table) reads them from here.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 from kombu import Exchange, Queue
 
 __all__ = [
+    "QUEUES",
+    "QUEUE_TYPES",
+    "QUEUE_TYPE_ENV",
+    "QUORUM_DELIVERY_LIMIT",
     "TASK_QUEUES",
     "TASK_ROUTES",
+    "Queues",
     "add_queue",
+    "build_queues",
     "dead_letter_exchange",
     "dead_letter_queue",
     "default_queue",
+    "durable_queue_arguments",
+    "queue_type_from_env",
     "routed_queue_names",
     "sub_queue",
     "task_exchange",
@@ -31,9 +42,6 @@ __all__ = [
 #: ``routing_key=``). Celery publishes without ``mandatory``, so without an
 #: alternate exchange such a message would vanish without an error.
 unroutable_exchange = Exchange("routing_demo.unroutable", type="fanout", durable=True)
-
-#: Holds unroutable messages for inspection; consumed by nobody.
-unroutable_queue = Queue("unroutable", unroutable_exchange, durable=True)
 
 #: Every task message is published here, with its queue's routing key, and
 #: the bindings below deliver it. A *topic* exchange matches a routing key
@@ -57,50 +65,123 @@ task_exchange = Exchange(
 #: dead letter lands in every bound queue, whichever task queue it left.
 dead_letter_exchange = Exchange("routing_demo.dlx", type="fanout", durable=True)
 
-#: Holds dead letters for inspection. It is deliberately *not* in
-#: ``TASK_QUEUES``: a worker consuming it would run rejected messages again.
-#: The worker declares it, and ``unroutable_queue``, on every (re)connection:
-#: see ``routing_demo.consumer``.
-dead_letter_queue = Queue("dead_letter", dead_letter_exchange, durable=True)
+#: Environment variable that picks the queue type of every durable queue.
+QUEUE_TYPE_ENV = "ROUTING_DEMO_QUEUE_TYPE"
 
-#: Arguments shared by the task queues. RabbitMQ refuses to redeclare a queue
-#: with other arguments (``PRECONDITION_FAILED - inequivalent arg``), so
-#: change them only together with a new queue name or a deleted queue.
-_task_queue_arguments = {"x-dead-letter-exchange": dead_letter_exchange.name}
+#: ``classic``: a queue lives on one node; fast, and the default on a single
+#: node, where replication has nowhere to go. ``quorum``: a Raft-replicated
+#: queue that survives the loss of a minority of a cluster's nodes; the choice
+#: on a cluster. RabbitMQ refuses to redeclare a queue as another type, so a
+#: vhost holds one type: switch with a new vhost (or deleted queues).
+QUEUE_TYPES = ("classic", "quorum")
 
-#: ``add`` tasks, and nothing else.
-add_queue = Queue(
-    "add",
-    task_exchange,
-    routing_key="add",
-    durable=True,
-    queue_arguments=_task_queue_arguments,
-)
+#: How often a quorum queue delivers one message before it dead-letters it
+#: (``x-delivery-limit``). A worker that dies mid-task gives its message back
+#: (a reject, late acks), which counts; 20 is RabbitMQ 4's default, said
+#: aloud so that 3.x (unlimited by default) behaves the same.
+QUORUM_DELIVERY_LIMIT = 20
 
-#: ``sub`` tasks, and nothing else.
-sub_queue = Queue(
-    "sub",
-    task_exchange,
-    routing_key="sub",
-    durable=True,
-    queue_arguments=_task_queue_arguments,
-)
 
-#: Every task without a route. Declaring it matters: a worker started with
-#: ``-X add,sub`` consumes the declared queues minus those two, and without
-#: this one it would consume nothing at all while still logging "ready".
-default_queue = Queue(
-    "default",
-    task_exchange,
-    routing_key="default",
-    durable=True,
-    queue_arguments=_task_queue_arguments,
-)
+def queue_type_from_env() -> str:
+    """The queue type ``ROUTING_DEMO_QUEUE_TYPE`` names (default ``classic``).
 
-#: What Celery's ``task_queues`` setting receives: the queues a worker
-#: consumes unless ``-Q``/``-X`` narrows the selection.
-TASK_QUEUES: tuple[Queue, ...] = (default_queue, add_queue, sub_queue)
+    Raises ``ValueError`` on any other value: a typo must not silently give
+    an unreplicated queue on a cluster.
+    """
+    queue_type = os.environ.get(QUEUE_TYPE_ENV, "classic").strip().lower() or "classic"
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError(f"{QUEUE_TYPE_ENV}={queue_type!r}: choose one of {', '.join(QUEUE_TYPES)}")
+    return queue_type
 
+
+def durable_queue_arguments(queue_type: str, *, dead_letter: bool) -> dict[str, object]:
+    """The ``x-…`` arguments of a durable queue of ``queue_type``.
+
+    A task queue (``dead_letter=True``) dead-letters to ``routing_demo.dlx``.
+    A quorum queue also gets a delivery limit and *at-least-once*
+    dead-lettering: RabbitMQ keeps a dead letter in the source queue until the
+    target queue confirms it (plain quorum dead-lettering is at most once),
+    which needs ``x-overflow: reject-publish`` (a full queue refuses publishes
+    instead of dropping its oldest message).
+    """
+    arguments: dict[str, object] = {}
+    if dead_letter:
+        arguments["x-dead-letter-exchange"] = dead_letter_exchange.name
+    if queue_type == "quorum":
+        arguments["x-queue-type"] = "quorum"
+        if dead_letter:
+            arguments["x-delivery-limit"] = QUORUM_DELIVERY_LIMIT
+            arguments["x-dead-letter-strategy"] = "at-least-once"
+            arguments["x-overflow"] = "reject-publish"
+    return arguments
+
+
+@dataclass(frozen=True)
+class Queues:
+    """Every durable queue of the topology, of one queue type."""
+
+    queue_type: str
+    #: ``add`` tasks, and nothing else.
+    add: Queue
+    #: ``sub`` tasks, and nothing else.
+    sub: Queue
+    #: Every task without a route. Declaring it matters: a worker started with
+    #: ``-X add,sub`` consumes the declared queues minus those two, and without
+    #: this one it would consume nothing at all while still logging "ready".
+    default: Queue
+    #: Holds dead letters for inspection. It is deliberately *not* among the
+    #: task queues: a worker consuming it would run rejected messages again.
+    #: The worker declares it, and ``unroutable``, on every (re)connection:
+    #: see ``routing_demo.consumer``.
+    dead_letter: Queue
+    #: Holds unroutable messages for inspection; consumed by nobody.
+    unroutable: Queue
+
+    @property
+    def task_queues(self) -> tuple[Queue, ...]:
+        """What Celery's ``task_queues`` setting receives: the queues a worker
+        consumes unless ``-Q``/``-X`` narrows the selection."""
+        return (self.default, self.add, self.sub)
+
+    @property
+    def holding_queues(self) -> tuple[Queue, ...]:
+        return (self.dead_letter, self.unroutable)
+
+
+def build_queues(queue_type: str) -> Queues:
+    """The topology's queues as ``queue_type`` queues (``classic`` or ``quorum``)."""
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError(f"queue type {queue_type!r}: choose one of {', '.join(QUEUE_TYPES)}")
+    task_arguments = durable_queue_arguments(queue_type, dead_letter=True)
+    holding_arguments = durable_queue_arguments(queue_type, dead_letter=False) or None
+
+    def task_queue(name: str) -> Queue:
+        return Queue(
+            name, task_exchange, routing_key=name, durable=True, queue_arguments=task_arguments
+        )
+
+    return Queues(
+        queue_type=queue_type,
+        add=task_queue("add"),
+        sub=task_queue("sub"),
+        default=task_queue("default"),
+        dead_letter=Queue(
+            "dead_letter", dead_letter_exchange, durable=True, queue_arguments=holding_arguments
+        ),
+        unroutable=Queue(
+            "unroutable", unroutable_exchange, durable=True, queue_arguments=holding_arguments
+        ),
+    )
+
+
+#: The queues of the type ``ROUTING_DEMO_QUEUE_TYPE`` names, for this process.
+QUEUES = build_queues(queue_type_from_env())
+add_queue = QUEUES.add
+sub_queue = QUEUES.sub
+default_queue = QUEUES.default
+dead_letter_queue = QUEUES.dead_letter
+unroutable_queue = QUEUES.unroutable
+TASK_QUEUES: tuple[Queue, ...] = QUEUES.task_queues
 
 #: What Celery's ``task_routes`` setting receives. Keys are registered task
 #: names: a key that matches no task name routes nothing, silently. A task
