@@ -7,6 +7,12 @@
 #   RABBITMQ_USER            the application user (required)
 #   RABBITMQ_PASSWORD        its password, or
 #   RABBITMQ_PASSWORD_FILE   a file holding it (a Docker secret: /run/secrets/…)
+#   RABBITMQ_ERLANG_COOKIE_FILE
+#                            optional: a file holding the Erlang cookie (a Docker
+#                            secret), installed as the rabbitmq user's
+#                            .erlang.cookie, mode 400, before the node starts.
+#                            Every node of a cluster, and every CLI tool that
+#                            talks to one, must hold the same cookie.
 #
 # The user gets the least-privilege permissions generated from the topology
 # (permissions.json: `celery -A routing_demo routes permissions`) in the
@@ -14,12 +20,15 @@
 # vhost through the management API (`routes verify`), and administers
 # nothing. Administer the broker with `rabbitmqctl` inside the container.
 #
-# ROUTING_DEMO_RABBITMQ_CONF (default /etc/rabbitmq) and
+# ROUTING_DEMO_RABBITMQ_CONF (default /etc/rabbitmq),
+# ROUTING_DEMO_RABBITMQ_HOME (default /var/lib/rabbitmq, where the image's
+# rabbitmq user and root's CLI tools read .erlang.cookie) and
 # ROUTING_DEMO_RABBITMQ_EXEC (default docker-entrypoint.sh rabbitmq-server)
 # exist so the script can be run outside the image.
 set -eu
 
 conf=${ROUTING_DEMO_RABBITMQ_CONF:-/etc/rabbitmq}
+home=${ROUTING_DEMO_RABBITMQ_HOME:-/var/lib/rabbitmq}
 vhost=routing_demo
 definitions=$conf/definitions.d
 
@@ -62,6 +71,23 @@ $patterns
 JSON
 chown -R rabbitmq:rabbitmq "$definitions"
 chmod 0600 "$definitions/10-user.json"
+
+if [ -n "${RABBITMQ_ERLANG_COOKIE_FILE:-}" ]; then
+    # The file's content without its final newline; Erlang wants one line of
+    # characters, and the node refuses a cookie file others can read.
+    cookie=$(cat "$RABBITMQ_ERLANG_COOKIE_FILE")
+    case "$cookie" in
+    '' | *[!A-Za-z0-9]*)
+        echo "RABBITMQ_ERLANG_COOKIE_FILE must hold letters and digits only (e.g. openssl rand -hex 32)" >&2
+        exit 1
+        ;;
+    esac
+    mkdir -p "$home"
+    rm -f "$home/.erlang.cookie"
+    printf '%s' "$cookie" >"$home/.erlang.cookie"
+    chown rabbitmq:rabbitmq "$home/.erlang.cookie"
+    chmod 0400 "$home/.erlang.cookie"
+fi
 
 # shellcheck disable=SC2086 # word splitting of the command is intended
 exec ${ROUTING_DEMO_RABBITMQ_EXEC:-docker-entrypoint.sh rabbitmq-server}

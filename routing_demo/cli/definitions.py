@@ -29,6 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.utils.quorum_queues import detect_quorum_queues
+from kombu.transport.native_delayed_delivery import (
+    CELERY_DELAYED_DELIVERY_EXCHANGE,
+    MAX_LEVEL,
+    level_name,
+)
 
 from ..workers import worker_nodes
 from .model import Topology, read_topology
@@ -37,6 +43,8 @@ __all__ = [
     "DEFAULT_DEFINITIONS_PATH",
     "DEFAULT_PERMISSIONS_PATH",
     "DEFAULT_VHOST",
+    "DEFINITIONS_PATHS",
+    "PERMISSIONS_PATHS",
     "UUID_PATTERN",
     "Permissions",
     "Resource",
@@ -53,6 +61,18 @@ DEFAULT_VHOST = "routing_demo"
 DEFAULT_DEFINITIONS_PATH = Path("conf/rabbitmq/definitions.json")
 #: The application user's permission patterns, read by compose's broker start script.
 DEFAULT_PERMISSIONS_PATH = Path("conf/rabbitmq/permissions.json")
+#: Each committed definitions file by queue type (``ROUTING_DEMO_QUEUE_TYPE``):
+#: compose's single broker loads the classic one, its cluster the quorum one.
+DEFINITIONS_PATHS = {
+    "classic": DEFAULT_DEFINITIONS_PATH,
+    "quorum": Path("conf/rabbitmq/definitions-quorum.json"),
+}
+#: Each committed permissions file by queue type: quorum workers also need
+#: Celery's native delayed delivery exchanges and queues.
+PERMISSIONS_PATHS = {
+    "classic": DEFAULT_PERMISSIONS_PATH,
+    "quorum": Path("conf/rabbitmq/permissions-quorum.json"),
+}
 
 #: A UUID as Celery and kombu write them (``uuid4()``, ``uuid3()``): the names
 #: of rpc:// reply queues, control reply queues and event queues carry one.
@@ -207,6 +227,8 @@ def app_resources(app: Celery, topology: Topology | None = None) -> list[Resourc
                     "its worker (a queue with a dead-letter exchange needs read to declare)",
                 )
             )
+    if detect_quorum_queues(app, "amqp")[0]:
+        resources += delayed_delivery_resources()
     bases = sorted({node.name for node in worker_nodes()})
     node_pattern = f"(?:{'|'.join(map(_literal, bases))})[^@]*@.+"
     resources += [
@@ -276,6 +298,49 @@ def app_resources(app: Celery, topology: Topology | None = None) -> list[Resourc
     return resources
 
 
+def delayed_delivery_resources() -> list[Resource]:
+    """Celery's native delayed delivery, which serves countdown/ETA tasks when
+    the app declares quorum queues (names from kombu, which declares them).
+
+    Every worker declares 28 levels, ``celery_delayed_0`` to ``_27``: each a
+    topic exchange and a queue of that name, whose messages expire into the
+    next lower level (dead-lettering needs write on it), the levels bound
+    exchange to exchange (write on the destination, read on the source).
+    Level 0 expires into ``celery_delayed_delivery``, to which each worker
+    binds the task exchange. A client publishes a countdown task to the top
+    level's exchange.
+    """
+    top = level_name(MAX_LEVEL)
+    delivery = CELERY_DELAYED_DELIVERY_EXCHANGE
+    levels = f"(?:{'|'.join(_literal(level_name(level)) for level in range(MAX_LEVEL + 1))})"
+    return [
+        Resource(
+            "exchange",
+            f"{level_name(0)} … {top}",
+            levels,
+            CWR,
+            "native delayed delivery levels (quorum queues): declared by workers, "
+            f"bound exchange to exchange, a countdown/ETA task is published to {top}",
+        ),
+        Resource(
+            "queue",
+            f"{level_name(0)} … {top}",
+            levels,
+            CWR,
+            "native delayed delivery levels: declared and bound by workers, each "
+            "dead-letters (on expiry) to the level below",
+        ),
+        Resource(
+            "exchange",
+            delivery,
+            _literal(delivery),
+            CWR,
+            "native delayed delivery: level 0 dead-letters here, and each worker "
+            "binds the task exchange to it",
+        ),
+    ]
+
+
 def _alternatives(patterns: list[str]) -> str:
     unique = list(dict.fromkeys(patterns))
     return f"^(?:{'|'.join(unique)})$" if unique else "^$"
@@ -297,7 +362,8 @@ def app_permissions(app: Celery, topology: Topology | None = None) -> Permission
 
 
 def render_permissions(app: Celery, topology: Topology | None = None) -> str:
-    """``conf/rabbitmq/permissions.json``'s exact text: a JSON object of the three
+    """``conf/rabbitmq/permissions.json``'s exact text (``permissions-quorum.json``
+    for an app of quorum queues): a JSON object of the three
     patterns, one per line (``start-rabbitmq.sh`` copies those lines into the
     user's definitions), keys sorted, a final newline."""
     return json.dumps(app_permissions(app, topology).as_dict(), indent=2, sort_keys=True) + "\n"

@@ -1,5 +1,7 @@
 """compose.yaml's worker commands and healthchecks, run as local processes
-against the local RabbitMQ (no container engine here)."""
+against the local RabbitMQ (no container engine here): each stack's workers
+(the single broker's, the cluster profile's) in a vhost of their own, loaded
+first with the definitions that stack's brokers load at boot."""
 
 from __future__ import annotations
 
@@ -17,32 +19,48 @@ import pytest
 import yaml
 from celery import Celery
 
-from routing_demo.topology import worker_selections
+from routing_demo.cli.definitions import DEFINITIONS_PATHS
+from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.topology import QUEUE_TYPE_ENV, worker_selections
 
-from ..unit.test_compose import interpolate, workers
+from ..unit.test_compose import STACKS, base_name, interpolate, workers
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=list(STACKS), ids=lambda p: p or "default")
 def compose_workers(
-    vhost_factory: Callable[[str], str], redis_url: str
+    request: pytest.FixtureRequest,
+    vhost_factory: Callable[[str], str],
+    redis_url: str,
+    management: ManagementAPI,
 ) -> Iterator[tuple[dict[str, str], dict[str, list[str]]]]:
-    """Every worker service's command, started as it is written (plus the
-    start-up options that do not change routing)."""
+    """Every worker service of one stack, its command started as it is
+    written (plus the start-up options that do not change routing), with the
+    stack's queue type; the vhost holds what the stack's brokers load."""
+    profile = request.param
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    env = {
-        **os.environ,
-        "CELERY_BROKER_URL": vhost_factory("compose"),
-        "CELERY_RESULT_BACKEND": redis_url,
-        "HOSTNAME": socket.gethostname(),
-    }
     variables = {"WORKER_CONCURRENCY": "1", "RABBITMQ_PASSWORD": "unused"}
     commands = {
         name: [interpolate(arg, variables) for arg in command]
-        for name, command in workers(compose).items()
+        for name, command in workers(compose, profile).items()
+    }
+    environment = compose["services"][next(iter(commands))]["environment"]
+    queue_type = environment.get(QUEUE_TYPE_ENV, "classic")
+    assert queue_type == STACKS[profile]["queue_type"]
+    broker_url = vhost_factory(f"compose-{queue_type}")
+    management.import_definitions(
+        broker_url.rsplit("/", 1)[1],
+        json.loads((ROOT / DEFINITIONS_PATHS[queue_type]).read_text()),
+    )
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": broker_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "HOSTNAME": socket.gethostname(),
+        QUEUE_TYPE_ENV: queue_type,
     }
     processes = []
     try:
@@ -130,7 +148,8 @@ def test_when_compose_healthchecks_run_then_each_worker_answers(
     compose_workers: tuple[dict[str, str], dict[str, list[str]]],
 ) -> None:
     env, healthchecks = compose_workers
-    for name, test in healthchecks.items():
+    for service, test in healthchecks.items():
+        name = base_name(service)
         kind, command = test
         assert kind == "CMD-SHELL"
         done = subprocess.run(

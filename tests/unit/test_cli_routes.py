@@ -4,6 +4,9 @@ worker options, status answers, and verify against a stubbed management API."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +19,23 @@ from click.testing import CliRunner
 from routing_demo import celery_app
 from routing_demo.cli import routes
 from routing_demo.cli._common import EXIT_FAILED, EXIT_MISMATCH, EXIT_UNKNOWN
-from routing_demo.cli.definitions import DEFAULT_DEFINITIONS_PATH, render_definitions
+from routing_demo.cli.definitions import (
+    DEFAULT_DEFINITIONS_PATH,
+    DEFINITIONS_PATHS,
+    PERMISSIONS_PATHS,
+    render_definitions,
+)
 from routing_demo.cli.model import read_topology
 from routing_demo.cli.tasks_cmd import describe_state
 from routing_demo.cli.verify import verify_topology
 from routing_demo.cli.workers_cmd import split_per_node
-from routing_demo.topology import TASK_QUEUES, TASK_ROUTES, default_queue, worker_selections
+from routing_demo.topology import (
+    QUEUE_TYPE_ENV,
+    TASK_QUEUES,
+    TASK_ROUTES,
+    default_queue,
+    worker_selections,
+)
 from routing_demo.workers import WorkerGroup, worker_nodes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,6 +201,31 @@ def test_when_definitions_are_regenerated_then_the_committed_file_is_current() -
     assert committed == render_definitions(read_topology(celery_app))
     result = invoke("definitions", "-o", str(ROOT / DEFAULT_DEFINITIONS_PATH), "--check")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("command", ["definitions", "permissions"])
+def test_when_quorum_files_are_regenerated_then_the_committed_files_are_current(
+    command: str,
+) -> None:
+    """The cluster's files: ``ROUTING_DEMO_QUEUE_TYPE`` is read once, when the
+    topology is imported, so the command runs in a process of its own."""
+    paths = DEFINITIONS_PATHS if command == "definitions" else PERMISSIONS_PATHS
+    check = ["-o", str(paths["quorum"]), "--check"]
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "routing_demo", "routes", command, *check],
+        cwd=ROOT,
+        env={**os.environ, QUEUE_TYPE_ENV: "quorum"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, (
+        done.stdout + done.stderr + f"\nregenerate: {QUEUE_TYPE_ENV}=quorum celery -A routing_demo "
+        f"routes {command} -o {paths['quorum']}"
+    )
+    queues = json.loads((ROOT / DEFINITIONS_PATHS["quorum"]).read_text())["queues"]
+    assert {q["arguments"].get("x-queue-type") for q in queues} == {"quorum"}
 
 
 def test_when_the_definitions_file_is_stale_then_check_fails(tmp_path: Path) -> None:
