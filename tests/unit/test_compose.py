@@ -16,12 +16,18 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from kombu import Connection
+from kombu.transport.native_delayed_delivery import (
+    CELERY_DELAYED_DELIVERY_EXCHANGE,
+    MAX_LEVEL,
+    level_name,
+)
 
 from routing_demo import celery_app
 from routing_demo.cli.definitions import (
     DEFAULT_DEFINITIONS_PATH,
     DEFINITIONS_PATHS,
     PERMISSIONS_PATHS,
+    Permissions,
     render_definitions,
 )
 from routing_demo.cli.explain import explain_route, select_queues
@@ -486,3 +492,21 @@ def test_when_the_worker_image_is_built_then_it_runs_as_a_non_root_user() -> Non
     users = re.findall(r"^USER\s+(\S+)", dockerfile, flags=re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
     assert "C_FORCE_ROOT" not in dockerfile
+
+
+def test_when_cluster_workers_delay_tasks_then_their_permissions_cover_delayed_delivery() -> None:
+    """Quorum queues send countdown/ETA tasks through Celery's native delayed
+    delivery: the cluster's user may declare, bind and publish to its levels
+    (names from kombu); the single broker's user, with classic queues, may not."""
+    names = [
+        *(level_name(level) for level in range(MAX_LEVEL + 1)),
+        CELERY_DELAYED_DELIVERY_EXCHANGE,
+    ]
+    quorum = Permissions(**json.loads((ROOT / PERMISSIONS_PATHS["quorum"]).read_text()))
+    classic = Permissions(**json.loads((ROOT / PERMISSIONS_PATHS["classic"]).read_text()))
+    for permission in ("configure", "write", "read"):
+        for name in names:
+            assert quorum.allows(permission, name), (permission, name)
+            assert not classic.allows(permission, name), (permission, name)
+        for neighbour in (level_name(MAX_LEVEL + 1), f"x{level_name(0)}", "celery_delayed_"):
+            assert not quorum.allows(permission, neighbour), (permission, neighbour)
