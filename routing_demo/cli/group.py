@@ -6,6 +6,7 @@ import click
 
 from ..bench import bench
 from ..experiments.cli import experiment
+from .cluster_cmd import cluster
 from .tasks_cmd import send, status
 from .topology_cmd import definitions, explain, permissions, topology, verify
 from .workers_cmd import workers
@@ -29,6 +30,8 @@ def routes() -> None:
       celery -A routing_demo routes workers start --beat
       celery -A routing_demo routes send add 2 3
       celery -A routing_demo routes workers stop
+      # A local 3-node RabbitMQ cluster (quorum queues, failover)
+      celery -A routing_demo routes cluster start
       # A routing experiment in a throw-away vhost (topic, fanout, priority, …)
       celery -A routing_demo routes experiment run topic
       # Throughput and latency, side by side, as ratios (writes run/bench/)
@@ -43,6 +46,7 @@ for command in (
     definitions,
     permissions,
     workers,
+    cluster,
     send,
     status,
     experiment,

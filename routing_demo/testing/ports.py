@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import socket
 
-__all__ = ["free_ports", "port_is_free"]
+__all__ = ["free_port_block", "free_ports", "port_is_free"]
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -44,3 +44,18 @@ def free_ports(*ranges: range) -> tuple[int, ...]:
         if all(port_is_free(port) for port in ports):
             return ports
     raise RuntimeError(f"no free ports left in {', '.join(map(str, ranges))}")
+
+
+def free_port_block(count: int, *ranges: range) -> tuple[int, ...]:
+    """The first port of ``count`` consecutive free ports in each range, all at
+    the same offset (a cluster's nodes listen on ``base``, ``base + 1``, …)."""
+    if count < 1 or not ranges:
+        raise ValueError("free_port_block() needs a count and at least one range")
+    size = min(len(r) for r in ranges) - count + 1
+    start = random.randrange(size)
+    for step in range(size):
+        offset = (start + step) % size
+        ports = [r[offset + i] for r in ranges for i in range(count)]
+        if all(port_is_free(port) for port in ports):
+            return tuple(r[offset] for r in ranges)
+    raise RuntimeError(f"no {count} free ports in a row in {', '.join(map(str, ranges))}")
