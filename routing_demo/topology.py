@@ -19,6 +19,7 @@ __all__ = [
     "QUEUE_TYPES",
     "QUEUE_TYPE_ENV",
     "QUORUM_DELIVERY_LIMIT",
+    "QUORUM_DELIVERY_LIMIT_ENV",
     "TASK_QUEUES",
     "TASK_ROUTES",
     "Queues",
@@ -29,6 +30,7 @@ __all__ = [
     "default_queue",
     "durable_queue_arguments",
     "queue_type_from_env",
+    "quorum_delivery_limit_from_env",
     "routed_queue_names",
     "sub_queue",
     "task_exchange",
@@ -75,7 +77,12 @@ QUEUE_TYPE_ENV = "ROUTING_DEMO_QUEUE_TYPE"
 #: vhost holds one type: switch with a new vhost (or deleted queues).
 QUEUE_TYPES = ("classic", "quorum")
 
-#: How often a quorum queue delivers one message before it dead-letters it
+#: Environment variable that overrides ``QUORUM_DELIVERY_LIMIT`` (tests use a
+#: small limit to reach it in seconds). Every process that declares the
+#: queues must agree: RabbitMQ refuses a redeclaration with another limit.
+QUORUM_DELIVERY_LIMIT_ENV = "ROUTING_DEMO_QUORUM_DELIVERY_LIMIT"
+
+#: How often a quorum queue gives one message back before it dead-letters it
 #: (``x-delivery-limit``). A worker that dies mid-task gives its message back
 #: (a reject, late acks), which counts; 20 is RabbitMQ 4's default, said
 #: aloud so that 3.x (unlimited by default) behaves the same.
@@ -94,7 +101,24 @@ def queue_type_from_env() -> str:
     return queue_type
 
 
-def durable_queue_arguments(queue_type: str, *, dead_letter: bool) -> dict[str, object]:
+def quorum_delivery_limit_from_env() -> int:
+    """The delivery limit ``ROUTING_DEMO_QUORUM_DELIVERY_LIMIT`` names
+    (default ``QUORUM_DELIVERY_LIMIT``); ``ValueError`` unless a positive integer."""
+    raw = os.environ.get(QUORUM_DELIVERY_LIMIT_ENV, "").strip()
+    if not raw:
+        return QUORUM_DELIVERY_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError(f"{QUORUM_DELIVERY_LIMIT_ENV}={raw!r}: give a positive integer")
+    return limit
+
+
+def durable_queue_arguments(
+    queue_type: str, *, dead_letter: bool, delivery_limit: int | None = None
+) -> dict[str, object]:
     """The ``x-…`` arguments of a durable queue of ``queue_type``.
 
     A task queue (``dead_letter=True``) dead-letters to ``routing_demo.dlx``.
@@ -102,7 +126,8 @@ def durable_queue_arguments(queue_type: str, *, dead_letter: bool) -> dict[str, 
     dead-lettering: RabbitMQ keeps a dead letter in the source queue until the
     target queue confirms it (plain quorum dead-lettering is at most once),
     which needs ``x-overflow: reject-publish`` (a full queue refuses publishes
-    instead of dropping its oldest message).
+    instead of dropping its oldest message). ``delivery_limit`` ``None``
+    means ``ROUTING_DEMO_QUORUM_DELIVERY_LIMIT`` or its default.
     """
     arguments: dict[str, object] = {}
     if dead_letter:
@@ -110,7 +135,9 @@ def durable_queue_arguments(queue_type: str, *, dead_letter: bool) -> dict[str, 
     if queue_type == "quorum":
         arguments["x-queue-type"] = "quorum"
         if dead_letter:
-            arguments["x-delivery-limit"] = QUORUM_DELIVERY_LIMIT
+            arguments["x-delivery-limit"] = (
+                quorum_delivery_limit_from_env() if delivery_limit is None else delivery_limit
+            )
             arguments["x-dead-letter-strategy"] = "at-least-once"
             arguments["x-overflow"] = "reject-publish"
     return arguments
@@ -148,11 +175,14 @@ class Queues:
         return (self.dead_letter, self.unroutable)
 
 
-def build_queues(queue_type: str) -> Queues:
-    """The topology's queues as ``queue_type`` queues (``classic`` or ``quorum``)."""
+def build_queues(queue_type: str, *, delivery_limit: int | None = None) -> Queues:
+    """The topology's queues as ``queue_type`` queues (``classic`` or ``quorum``);
+    ``delivery_limit`` as in ``durable_queue_arguments``."""
     if queue_type not in QUEUE_TYPES:
         raise ValueError(f"queue type {queue_type!r}: choose one of {', '.join(QUEUE_TYPES)}")
-    task_arguments = durable_queue_arguments(queue_type, dead_letter=True)
+    task_arguments = durable_queue_arguments(
+        queue_type, dead_letter=True, delivery_limit=delivery_limit
+    )
     holding_arguments = durable_queue_arguments(queue_type, dead_letter=False) or None
 
     def task_queue(name: str) -> Queue:
