@@ -72,6 +72,9 @@ result_extended = True
 #: Redis result keys expire after an hour; an expired id then reads PENDING.
 result_expires = 60 * 60
 #: rpc:// result messages stay transient: only the waiting caller reads them.
+#: Their reply queue (one per client) is declared durable and auto-delete by
+#: Celery itself, which RabbitMQ 4.3 accepts: it refuses only *transient*
+#: queues that are not exclusive.
 result_persistent = False
 #: Cap on the Redis backend's connection pool.
 redis_max_connections = 1024
@@ -116,6 +119,19 @@ worker_consumer = "routing_demo.consumer:Consumer"
 #: On a lost broker connection, stop tasks whose messages will be redelivered
 #: anyway (acks_late), rather than run them twice.
 worker_cancel_long_running_tasks_on_connection_loss = True
+
+# --- RabbitMQ 4.3 -----------------------------------------------------------------
+#: RabbitMQ 4.3 refuses transient queues that are not exclusive. A worker's
+#: ``<node>.celery.pidbox`` queue, a control client's reply queue and an event
+#: receiver's ``celeryev.*`` queue are transient, so they are exclusive: owned
+#: by one connection and deleted with it. Celery 5.7's defaults, set here so
+#: that they do not change under us (Celery 5.5 knows none of these names).
+control_queue_exclusive = True
+control_queue_durable = False
+event_queue_exclusive = True
+event_queue_durable = False
+#: RabbitMQ 4.3 also denies global QoS: the worker's consumer
+#: (``routing_demo.consumer``) always sets a per-consumer prefetch limit.
 
 # --- Time and beat --------------------------------------------------------------
 timezone = "UTC"

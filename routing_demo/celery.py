@@ -8,16 +8,44 @@ starts.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
 
+from .quorum import round_up_short_delay
 from .sent_state import install as record_sent_state
+
+__all__ = ["DEFAULT_CONFIG_MODULE", "RoutingDemoCelery", "app"]
 
 #: Configuration module used unless ``CELERY_CONFIG_MODULE`` names another
 #: (an experiment's topology, a test's variant).
 DEFAULT_CONFIG_MODULE = "conf.celeryconfig"
 
-app = Celery("routing_demo")
+
+class RoutingDemoCelery(Celery):
+    """Celery, with countdowns that quorum queues can take.
+
+    Every way of sending a task (``delay``, ``apply_async``, ``retry``,
+    ``send_task``) ends in ``send_task``: there a positive countdown or ETA
+    under one second is rounded up to one second when the task would travel
+    through native delayed delivery (quorum queues), which cannot express
+    less and would raise ``ValueError`` instead. See ``routing_demo.quorum``.
+    """
+
+    def send_task(
+        self,
+        name: str,
+        args: Any = None,
+        kwargs: Any = None,
+        countdown: float | None = None,
+        eta: Any = None,
+        **options: Any,
+    ) -> Any:
+        countdown, eta = round_up_short_delay(self, countdown, eta)
+        return super().send_task(name, args, kwargs, countdown=countdown, eta=eta, **options)
+
+
+app = RoutingDemoCelery("routing_demo")
 app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", DEFAULT_CONFIG_MODULE))
 #: Publishing records SENT (Redis backend only), so that a task waiting in its
 #: queue no longer reads like an unknown or expired id (both are PENDING).

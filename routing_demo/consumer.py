@@ -16,6 +16,11 @@ for unknown task names).
 A message whose routing key matches no queue goes to the ``unroutable``
 queue through the task exchange's alternate exchange; this consumer declares
 both holding queues when it connects.
+
+Two more changes keep the worker fit for quorum queues and RabbitMQ 4.3:
+on quorum queues it declares every task queue before Celery's native
+delayed delivery binds them all (celery#9699), and it never asks for
+*global* QoS (RabbitMQ 4.3 denies it): see the steps below.
 """
 
 from __future__ import annotations
@@ -25,43 +30,116 @@ from typing import ClassVar
 
 from celery import bootsteps
 from celery.utils.objects import Bunch
+from celery.utils.quorum_queues import detect_quorum_queues
 from celery.worker.consumer import Consumer as CeleryConsumer
+from celery.worker.consumer.control import Control as CeleryControl
+from celery.worker.consumer.delayed_delivery import DelayedDelivery as CeleryDelayedDelivery
+from celery.worker.consumer.tasks import Tasks as CeleryTasks
+from kombu.common import Broadcast
 from kombu.message import Message
 from kombu.utils.encoding import safe_repr
 
 from .topology import dead_letter_queue, unroutable_queue
 
-__all__ = ["Consumer", "DeclareHoldingQueues"]
+__all__ = [
+    "Consumer",
+    "Control",
+    "DeclareQueues",
+    "DelayedDelivery",
+    "PerConsumerPrefetchTasks",
+]
 
 logger = logging.getLogger(__name__)
 
 
-class DeclareHoldingQueues(bootsteps.StartStopStep):
-    """Declare the dead-letter and unroutable exchanges and queues on every
-    (re)connection.
+class DeclareQueues(bootsteps.StartStopStep):
+    """Declare the holding queues, and on quorum queues every task queue, on
+    every (re)connection, before anything consumes.
 
     RabbitMQ silently drops a dead letter (or an unroutable message) whose
-    exchange does not exist, so the worker makes sure they exist before it
-    consumes anything; after a broker restart the step runs again.
+    exchange does not exist, so the worker makes sure the ``dead_letter`` and
+    ``unroutable`` exchanges and queues exist; after a broker restart the
+    step runs again.
+
+    On quorum queues Celery's ``DelayedDelivery`` step binds *every* queue of
+    ``app.amqp.queues`` to ``celery_delayed_delivery``, not only the ones this
+    worker consumes (celery#9699). Binding a queue that does not exist yet
+    (the ``add`` worker, started before any ``sub`` worker, binding ``sub``)
+    fails with ``NOT_FOUND``: "Failed to bind queue", and a delayed ``sub``
+    task would have no way into its queue. Declaring them all (declared, not
+    consumed: nothing here takes a message) gives every binding its queue.
     """
 
     requires = ("celery.worker.consumer.connection:Connection",)
 
     def start(self, parent: CeleryConsumer) -> None:
         channel = parent.connection.default_channel
-        for queue in (dead_letter_queue, unroutable_queue):
+        queues = [dead_letter_queue, unroutable_queue]
+        app = parent.app
+        if detect_quorum_queues(app, parent.connection.transport.driver_type)[0]:
+            queues += [
+                queue for queue in app.amqp.queues.values() if not isinstance(queue, Broadcast)
+            ]
+        for queue in queues:
             queue(channel).declare()
 
 
+class PerConsumerPrefetchTasks(CeleryTasks):
+    """Celery's task consumer, with a per-consumer prefetch limit only.
+
+    On RabbitMQ 3.3 to 3.13 Celery sets its prefetch limit with *global* QoS
+    (``basic.qos global=true``: one limit shared by the channel) unless it
+    detects quorum queues, which refuse it. RabbitMQ 4.3 denies global QoS
+    altogether. Each of our workers consumes one queue on one channel, so a
+    per-consumer limit allows exactly as many unacknowledged messages.
+
+    The cost, as with Celery on quorum queues: RabbitMQ applies a changed
+    per-consumer limit only to consumers created afterwards, so the prefetch
+    count is static. On classic queues, countdown/ETA tasks held by the
+    worker occupy prefetch slots until they are due.
+    """
+
+    #: The queues exist before anything consumes (``DeclareQueues``).
+    requires = (*CeleryTasks.requires, DeclareQueues)
+
+    def qos_global(self, c: CeleryConsumer) -> bool:
+        return False
+
+
+class Control(CeleryControl):
+    """Celery's remote control step, after our task consumer step."""
+
+    requires = (PerConsumerPrefetchTasks,)
+
+
+class DelayedDelivery(CeleryDelayedDelivery):
+    """Celery's native delayed delivery step (quorum queues only), after our
+    task consumer step and once ``DeclareQueues`` has declared every queue it binds."""
+
+    requires = (PerConsumerPrefetchTasks, DeclareQueues)
+
+
+#: Celery's consumer steps -> ours, in Celery's order.
+_REPLACED_STEPS = {
+    "celery.worker.consumer.control:Control": f"{__name__}:Control",
+    "celery.worker.consumer.tasks:Tasks": f"{__name__}:PerConsumerPrefetchTasks",
+    "celery.worker.consumer.delayed_delivery:DelayedDelivery": f"{__name__}:DelayedDelivery",
+}
+
+
 class Consumer(CeleryConsumer):
-    """Celery's consumer: declares the holding queues, dead-letters undecodable
-    bodies, and reports refused messages to their senders."""
+    """Celery's consumer: declares the holding (and on quorum queues, the task)
+    queues, uses per-consumer prefetch only, dead-letters undecodable bodies,
+    and reports refused messages to their senders."""
 
     class Blueprint(CeleryConsumer.Blueprint):
         default_steps: ClassVar[list[str]] = [
             "celery.worker.consumer.connection:Connection",
-            "routing_demo.consumer:DeclareHoldingQueues",
-            *CeleryConsumer.Blueprint.default_steps[1:],
+            "routing_demo.consumer:DeclareQueues",
+            *(
+                _REPLACED_STEPS.get(step, step)
+                for step in CeleryConsumer.Blueprint.default_steps[1:]
+            ),
         ]
 
     def on_decode_error(self, message: Message, exc: Exception) -> None:
