@@ -1,0 +1,240 @@
+"""The routing set-up on a 3-node RabbitMQ cluster with quorum queues.
+
+One cluster of local nodes (``routing_demo.local_rabbitmq.LocalCluster``)
+boots once per session, on ports of its own, never the shared broker; tests
+kill, stop and restart its nodes and leave it whole again. Workers are real
+``celery worker`` processes started through ``celery multi`` with every
+node's URL in ``CELERY_BROKER_URL`` and ``ROUTING_DEMO_QUEUE_TYPE=quorum``;
+each records what it ran in a ledger (Redis), so a test compares the ids it
+sent with the ids that ran.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from amqp.exceptions import NotFound
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from routing_demo.local_rabbitmq import RABBITMQ_SERVER, LocalCluster, LocalNode, wait_until
+from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.tasks import add, sub
+from routing_demo.testing.ledger import Ledger, LedgerReport
+from routing_demo.testing.ports import free_port_block
+from routing_demo.testing.services import require_executable
+from routing_demo.topology import build_queues
+from routing_demo.workers import WorkerGroup, worker_nodes
+
+#: The quorum variant of the topology, as the workers declare it.
+QUORUM = build_queues("quorum")
+
+#: Seconds a test waits for its tasks, a node or a leader.
+DEADLINE = 180.0
+
+#: Port ranges of the session's cluster: away from the shared broker and from
+#: the single private nodes (5700-5799).
+CLUSTER_AMQP_PORTS = range(5850, 5950)
+CLUSTER_DIST_PORTS = range(25850, 25950)
+CLUSTER_MANAGEMENT_PORTS = range(15850, 15950)
+
+
+def show(scenario: str, report: LedgerReport) -> None:
+    """Print a test's ledger (``pytest -s`` shows it)."""
+    print(f"\nLEDGER cluster: {scenario}: {report}")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Three clustered RabbitMQ nodes, management on each, for the session."""
+    server = require_executable(RABBITMQ_SERVER, "RabbitMQ server")
+    amqp, dist, management = free_port_block(
+        3, CLUSTER_AMQP_PORTS, CLUSTER_DIST_PORTS, CLUSTER_MANAGEMENT_PORTS
+    )
+    with LocalCluster(
+        tmp_path_factory.mktemp("rabbitmq-cluster"),
+        amqp_base=amqp,
+        dist_base=dist,
+        management_base=management,
+        prefix=f"rdc{amqp}",
+        server=server,
+    ) as cluster:
+        yield cluster
+
+
+def management_of(cluster: LocalCluster) -> ManagementAPI:
+    """The management API of the first node that answers."""
+    node = wait_until(
+        lambda: next((node for node in cluster if node.running and node.answers()), None),
+        timeout=DEADLINE,
+        message="no node of the cluster answers",
+    )
+    return ManagementAPI(node.management_url)
+
+
+def queue_info(cluster: LocalCluster, name: str) -> dict[str, Any]:
+    return management_of(cluster).queue("/", name)
+
+
+def leader_of(cluster: LocalCluster, name: str) -> LocalNode | None:
+    """The node that leads quorum queue ``name`` now (``None`` during an
+    election)."""
+    leader = queue_info(cluster, name).get("leader")
+    return cluster.node(leader) if leader else None
+
+
+def wait_quorum_whole(cluster: LocalCluster) -> None:
+    """Wait until every task queue has a leader and all members online."""
+    members = {node.nodename for node in cluster}
+
+    def whole() -> bool:
+        api = management_of(cluster)
+        for queue in QUORUM.task_queues:
+            try:
+                info = api.queue("/", queue.name)
+            except Exception:
+                return False
+            if not info.get("leader") or set(info.get("online", [])) != members:
+                return False
+        return True
+
+    wait_until(whole, timeout=DEADLINE, message="quorum queues not whole again", interval=1.0)
+
+
+def wait_unacked_zero(cluster: LocalCluster) -> None:
+    """Wait until no task queue holds an unacknowledged or ready message: a
+    message stuck with no owning channel after a leader election would stay
+    unacked forever (rabbitmq-server#15473)."""
+
+    def settled() -> bool:
+        api = management_of(cluster)
+        for queue in QUORUM.task_queues:
+            info = api.queue("/", queue.name)
+            if info.get("messages_unacknowledged", 1) or info.get("messages_ready", 1):
+                return False
+        return True
+
+    wait_until(settled, timeout=DEADLINE, message="task queues kept messages", interval=1.0)
+
+
+def purge(cluster: LocalCluster) -> None:
+    """Empty the task and dead-letter queues a former test may have left."""
+    app = Celery(broker=cluster.broker_url)
+    with app.connection_for_write() as connection:
+        for queue in (*QUORUM.task_queues, QUORUM.dead_letter):
+            channel = connection.channel()
+            try:
+                channel.queue_purge(queue.name)
+            except NotFound:
+                continue
+            channel.close()
+
+
+@pytest.fixture
+def cluster(rabbitmq_cluster: LocalCluster) -> LocalCluster:
+    """The session's cluster, every node running and every queue whole."""
+    for node in rabbitmq_cluster:
+        if not node.running:
+            rabbitmq_cluster.start_node(node, DEADLINE)
+    if any(queue_info_safe(rabbitmq_cluster, q.name) for q in QUORUM.task_queues):
+        wait_quorum_whole(rabbitmq_cluster)
+    purge(rabbitmq_cluster)
+    return rabbitmq_cluster
+
+
+def queue_info_safe(cluster: LocalCluster, name: str) -> dict[str, Any] | None:
+    try:
+        return queue_info(cluster, name)
+    except Exception:
+        return None
+
+
+@pytest.fixture
+def ledger(redis_url: str) -> Iterator[Ledger]:
+    book = Ledger(redis_url)
+    yield book
+    book.clear()
+    book.close()
+
+
+def cluster_env(cluster: LocalCluster, redis_url: str) -> dict[str, str]:
+    """What a worker or client of the cluster gets in its environment."""
+    return {
+        "CELERY_BROKER_URL": cluster.broker_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "ROUTING_DEMO_QUEUE_TYPE": "quorum",
+    }
+
+
+@pytest.fixture
+def cluster_app(cluster: LocalCluster, redis_url: str) -> Iterator[Celery]:
+    """A client of the cluster with the project's settings and quorum queues."""
+    app = Celery("routing_demo_cluster_client", set_as_current=False)
+    app.config_from_object("conf.celeryconfig")
+    app.conf.update(
+        broker_url=cluster.broker_url,
+        result_backend=redis_url,
+        task_queues=QUORUM.task_queues,
+        task_default_queue_type="quorum",
+    )
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def cluster_workers(
+    cluster: LocalCluster, cluster_app: Celery, ledger: Ledger, redis_url: str, tmp_path: Path
+) -> Iterator[WorkerGroup]:
+    """One worker per queue on the cluster, recording into the ledger."""
+    group = WorkerGroup(
+        worker_nodes(suffix=f"-{uuid.uuid4().hex[:6]}"),
+        tmp_path / "workers",
+        env={**cluster_env(cluster, redis_url), **ledger.env},
+        worker_options=(
+            "--concurrency=2",
+            "--loglevel=INFO",
+            "--without-mingle",
+            "--without-gossip",
+            "--include=routing_demo.testing.ledger",
+        ),
+    )
+    group.start()
+    try:
+        group.wait_ready(cluster_app, timeout=DEADLINE)
+        yield group
+    finally:
+        group.stop(timeout=60)
+
+
+class Producer(threading.Thread):
+    """Sends ``add``/``sub`` alternately from a thread of its own; each publish
+    returns (``ledger.sent``) or raises (``ledger.refused``). After
+    ``pause_at`` tasks it waits for ``resume``, so the rest of the stream is
+    published through whatever the test does to the cluster."""
+
+    def __init__(self, app: Celery, ledger: Ledger, count: int, pause_at: int) -> None:
+        super().__init__(name="cluster-producer", daemon=True)
+        self.app, self.ledger, self.count, self.pause_at = app, ledger, count, pause_at
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        for index in range(self.count):
+            if index == self.pause_at:
+                self.paused.set()
+                self.resume.wait(DEADLINE)
+            task_id = str(uuid.uuid4())
+            task = add if index % 2 == 0 else sub
+            try:
+                self.app.send_task(task.name, (index, 1), task_id=task_id, ignore_result=True)
+            except OperationalError as exc:
+                self.ledger.refused([task_id])
+                self.errors.append(repr(exc))
+            else:
+                self.ledger.sent([task_id])

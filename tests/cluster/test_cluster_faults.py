@@ -1,0 +1,183 @@
+"""Nodes of the cluster die under a stream of tasks; nothing is lost.
+
+Each scenario sends a stream of add/sub tasks across the quorum queues with
+a worker per queue running, does something to the cluster halfway, and
+compares the ids sent with the ids the workers ran (ledger). Afterwards
+every queue must be whole (leader, all members online) and hold no
+unacknowledged message, every sent task must have run, and each worker must
+still consume only its own queue.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from celery import Celery
+
+from routing_demo.local_rabbitmq import LocalCluster, LocalNode
+from routing_demo.testing.ledger import Ledger
+from routing_demo.workers import WorkerGroup
+
+from .conftest import (
+    DEADLINE,
+    QUORUM,
+    Producer,
+    leader_of,
+    show,
+    wait_quorum_whole,
+    wait_unacked_zero,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
+
+#: Tasks per scenario: a few thousand, across the add and sub queues.
+STREAM = 2000
+
+
+def active_queue_names(app: Celery, hostname: str) -> set[str] | None:
+    """The queues a worker says it consumes (``inspect active_queues``), asked
+    over a new connection: a pooled one may lead to a node restarted since,
+    and a control broadcast does not reconnect by itself."""
+    with app.connection_for_write() as connection:
+        try:
+            inspect = app.control.inspect(destination=[hostname], timeout=2, connection=connection)
+            replies = inspect.active_queues() or {}
+        except (*connection.connection_errors, *connection.channel_errors):
+            return None
+    queues = replies.get(hostname)
+    return None if queues is None else {queue["name"] for queue in queues}
+
+
+def run_stream(
+    app: Celery, ledger: Ledger, fault, *, count: int = STREAM
+) -> tuple[Producer, float]:
+    """Send ``count`` tasks; at half, once workers are busy, call ``fault()``
+    and publish the rest through it. Returns the producer and how long the
+    fault took."""
+    producer = Producer(app, ledger, count, pause_at=count // 2)
+    producer.start()
+    assert producer.paused.wait(DEADLINE)
+    wait_until(
+        lambda: ledger.redis.hlen(ledger.runs_key) >= 50,
+        timeout=DEADLINE,
+        message="workers ran nothing before the fault",
+    )
+    began = time.monotonic()
+    fault_thread_done = False
+    try:
+        producer.resume.set()
+        fault()
+        fault_thread_done = True
+    finally:
+        producer.resume.set()
+        producer.join(DEADLINE)
+    assert fault_thread_done
+    assert not producer.is_alive(), "the producer hangs"
+    return producer, time.monotonic() - began
+
+
+def assert_nothing_lost(
+    scenario: str,
+    cluster: LocalCluster,
+    app: Celery,
+    ledger: Ledger,
+    workers: WorkerGroup,
+    producer: Producer,
+) -> None:
+    report = ledger.wait_for(timeout=DEADLINE)
+    show(scenario, report)
+    assert len(ledger.sent_ids) + len(ledger.refused_ids) == producer.count
+    assert report.lost == frozenset()
+    assert ledger.wrong_results() == []
+    wait_quorum_whole(cluster)
+    wait_unacked_zero(cluster)
+    for node in workers.nodes:
+        own = set(node.consumed_queues())
+        consumed = wait_until(
+            lambda node=node: active_queue_names(app, node.hostname),
+            timeout=DEADLINE,
+            message=f"{node.hostname} did not answer inspect active_queues",
+        )
+        assert consumed == own
+
+
+def restart(cluster: LocalCluster, node: LocalNode, *, kill: bool) -> None:
+    """Kill (a crash) or stop (cleanly) ``node``, then bring it back."""
+    if kill:
+        node.kill()
+    else:
+        node.stop()
+    cluster.start_node(node, DEADLINE)
+
+
+def test_when_the_add_queues_leader_is_killed_then_a_new_leader_serves_and_nothing_is_lost(
+    cluster: LocalCluster, cluster_app: Celery, cluster_workers: WorkerGroup, ledger: Ledger
+) -> None:
+    leader = leader_of(cluster, QUORUM.add.name)
+    assert leader is not None
+
+    def fault() -> None:
+        leader.kill()
+        # A new leader among the two survivors.
+        new_leader = wait_until(
+            lambda: (node := leader_of(cluster, QUORUM.add.name)) not in (None, leader) and node,
+            timeout=DEADLINE,
+            message="no new leader for add",
+            interval=0.5,
+        )
+        assert new_leader.nodename != leader.nodename
+        cluster.start_node(leader, DEADLINE)
+
+    producer, _ = run_stream(cluster_app, ledger, fault)
+    assert_nothing_lost(
+        f"SIGKILL of add's leader {leader.nodename}",
+        cluster,
+        cluster_app,
+        ledger,
+        cluster_workers,
+        producer,
+    )
+
+
+def test_when_a_follower_then_the_connected_node_are_killed_then_clients_fail_over(
+    cluster: LocalCluster, cluster_app: Celery, cluster_workers: WorkerGroup, ledger: Ledger
+) -> None:
+    leader = leader_of(cluster, QUORUM.add.name)
+    follower = next(node for node in cluster if node is not leader)
+    # Every client lists the nodes in the same order: they connect to the first.
+    connected = cluster.nodes[0]
+
+    def fault() -> None:
+        restart(cluster, follower, kill=True)
+        restart(cluster, connected, kill=True)
+
+    producer, _ = run_stream(cluster_app, ledger, fault)
+    assert_nothing_lost(
+        f"SIGKILL of follower {follower.nodename}, then of the connected node {connected.nodename}",
+        cluster,
+        cluster_app,
+        ledger,
+        cluster_workers,
+        producer,
+    )
+
+
+def test_when_every_node_restarts_in_turn_then_nothing_is_lost(
+    cluster: LocalCluster, cluster_app: Celery, cluster_workers: WorkerGroup, ledger: Ledger
+) -> None:
+    def fault() -> None:
+        for node in cluster:
+            restart(cluster, node, kill=False)
+            wait_quorum_whole(cluster)
+
+    producer, _ = run_stream(cluster_app, ledger, fault)
+    assert_nothing_lost(
+        "rolling restart of all three nodes",
+        cluster,
+        cluster_app,
+        ledger,
+        cluster_workers,
+        producer,
+    )
