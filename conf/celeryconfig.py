@@ -60,6 +60,14 @@ task_publish_retry_policy = {
     "interval_max": 5,
 }
 
+#: Seconds a publish waits for its confirm. A quorum queue without a quorum
+#: (two of three nodes down) never confirms: the wait ends, and the publish
+#: is retried through another node (``routing_demo.publish``).
+publish_confirm_timeout = float(os.environ.get("ROUTING_DEMO_PUBLISH_CONFIRM_TIMEOUT", "10"))
+#: Seconds a publish may take in all, retries included; then it raises
+#: ``PublishTimeout`` naming the cause. Longer than a broker restart.
+publish_timeout = float(os.environ.get("ROUTING_DEMO_PUBLISH_TIMEOUT", "60"))
+
 # --- Results ------------------------------------------------------------------
 #: ``rpc://`` sends results back as AMQP messages to the caller; set
 #: ``CELERY_RESULT_BACKEND=redis://…`` for results any process can read.

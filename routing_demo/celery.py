@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery
 
+from .publish import bounded_publish_options
 from .quorum import round_up_short_delay
 from .sent_state import install as record_sent_state
 
@@ -23,7 +24,8 @@ DEFAULT_CONFIG_MODULE = "conf.celeryconfig"
 
 
 class RoutingDemoCelery(Celery):
-    """Celery, with countdowns that quorum queues can take.
+    """Celery, with countdowns that quorum queues can take and a publish
+    that ends within ``publish_timeout`` (``routing_demo.publish``).
 
     Every way of sending a task (``delay``, ``apply_async``, ``retry``,
     ``send_task``) ends in ``send_task``: there a positive countdown or ETA
@@ -42,6 +44,7 @@ class RoutingDemoCelery(Celery):
         **options: Any,
     ) -> Any:
         countdown, eta = round_up_short_delay(self, countdown, eta)
+        options = bounded_publish_options(self, name, options)
         return super().send_task(name, args, kwargs, countdown=countdown, eta=eta, **options)
 
 

@@ -22,6 +22,7 @@ from amqp.exceptions import NotFound
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from routing_demo.celery import RoutingDemoCelery
 from routing_demo.local_rabbitmq import RABBITMQ_SERVER, LocalCluster, LocalNode, wait_until
 from routing_demo.rabbitmq import ManagementAPI
 from routing_demo.tasks import add, sub
@@ -174,7 +175,7 @@ def cluster_env(cluster: LocalCluster, redis_url: str) -> dict[str, str]:
 @pytest.fixture
 def cluster_app(cluster: LocalCluster, redis_url: str) -> Iterator[Celery]:
     """A client of the cluster with the project's settings and quorum queues."""
-    app = Celery("routing_demo_cluster_client", set_as_current=False)
+    app = RoutingDemoCelery("routing_demo_cluster_client", set_as_current=False)
     app.config_from_object("conf.celeryconfig")
     app.conf.update(
         broker_url=cluster.broker_url,
