@@ -29,7 +29,8 @@ EXIT_TARGET_FAILED = 3
     envvar="ROUTING_DEMO_BENCH_BROKER",
     default="pyamqp://guest:guest@127.0.0.1:5672",
     show_default=True,
-    help="RabbitMQ to measure on; each measurement gets a throw-away vhost on it.",
+    help="RabbitMQ to measure on; each measurement gets a throw-away vhost on it. "
+    "A cluster: every node's URL, ';'-separated (clients connect to the first).",
 )
 @click.option(
     "--redis-url",
@@ -42,7 +43,8 @@ EXIT_TARGET_FAILED = 3
     "--management-url",
     envvar="RABBITMQ_MANAGEMENT_URL",
     default=None,
-    help="RabbitMQ management API [default: http://guest:guest@localhost:15672].",
+    help="RabbitMQ management API (one node's, for a cluster) "
+    "[default: http://guest:guest@localhost:15672].",
 )
 @click.option(
     "--output-dir",
@@ -98,9 +100,10 @@ def bench(
 
     The ceiling (raw kombu publish and consume+ack), Celery's send rate and
     worker throughput on the routed queues and on one queue, a sweep of
-    prefetch, pool, acks_late and publisher confirms, the transports, and
-    end-to-end throughput and latency with rpc:// and Redis results. Prints
-    a ratio table and the targets' verdicts; writes bench.json and bench.png.
+    prefetch, pool, acks_late and publisher confirms, classic against quorum
+    queues, the transports, and end-to-end throughput and latency with rpc://
+    and Redis results. Prints a ratio table, quorum/classic and the targets'
+    verdicts; writes bench.json and bench.png.
 
     \b
     Examples:
@@ -112,6 +115,10 @@ def bench(
       python -m routing_demo.bench --tasks 1000 --rounds 3
       # Only the prefetch sweep and the defaults it is compared with
       python -m routing_demo.bench --only prefetch --only default --only raw/pyamqp
+      # Quorum against classic queues on the local 3-node cluster
+      python -m routing_demo.bench --only celery/classic --only celery/quorum \\
+        --broker 'pyamqp://guest:guest@127.0.0.1:5681;pyamqp://guest:guest@127.0.0.1:5682;...' \\
+        --management-url http://guest:guest@127.0.0.1:15681
     """
     # A plain `kill` must still stop the workers and delete the vhosts.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -136,13 +143,14 @@ def bench(
         log=_progress_logger(),
     )
     table = stats.format_table(document["rows"])
+    queue_types = stats.format_queue_types(document["queue_types"])
     targets = stats.format_targets(document["targets"])
     unavailable = "\n".join(
         f"transport {name}: unavailable: {info['detail']}"
         for name, info in document["transports"].items()
         if not info["available"]
     )
-    text = "\n\n".join(filter(None, [table, targets, unavailable])) + "\n"
+    text = "\n\n".join(filter(None, [table, queue_types, targets, unavailable])) + "\n"
     (output_dir / "bench.txt").write_text(text)
     (output_dir / "bench.json").write_text(stats.to_json(document))
     skipped = write_chart(document, output_dir / "bench.png")

@@ -13,6 +13,13 @@ housekeeping) moves both alike instead of favouring whichever ran first.
 In ``overlap`` mode (the quick smoke run) two measurements run at a time,
 all rounds back to back: faster, so its figures are a smoke test's, not to
 be compared.
+
+The broker may be a cluster: ``broker`` is then a ``;``-separated list of
+every node's URL (kombu connects to the first and fails over to the next),
+and the management API of any one node creates the vhosts cluster-wide.
+After measuring, the runner asks the management API where each
+measurement's queues live (the node of a classic queue; the leader and
+members of a quorum queue), so the output says what was replicated.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from urllib.parse import quote, urlsplit
 from celery import Celery
 
 from ..rabbitmq import ManagementAPI
+from ..topology import QUEUE_TYPES
 from . import stats
 from .settings import TRANSPORTS, Variant, shipped_variant, worker_environ
 from .speedups import build_speedups, speedups_dir, speedups_status
@@ -47,6 +55,7 @@ __all__ = [
     "Spec",
     "merge_rounds",
     "plan",
+    "queue_placement",
     "run_bench",
     "transport_availability",
 ]
@@ -117,6 +126,18 @@ def plan(shipped: Variant, transports: list[str]) -> list[Spec]:
         sweep("prefetch_multiplier", prefetch, f"prefetch-{prefetch}")
     for pool in POOL_SWEEP:
         sweep("pool", pool, f"pool-{pool}")
+    # The queue-type pair: the shipped configuration with every durable
+    # queue classic, then quorum, whatever ROUTING_DEMO_QUEUE_TYPE says.
+    for queue_type in QUEUE_TYPES:
+        specs.append(
+            Spec(
+                f"celery/{queue_type}",
+                "celery",
+                "queue-type",
+                shipped.with_(queue_type=queue_type),
+                changed={"queue_type": queue_type},
+            )
+        )
     sweep("acks_late", not shipped.acks_late, f"acks-late-{'off' if shipped.acks_late else 'on'}")
     sweep(
         "confirm_publish",
@@ -184,11 +205,39 @@ def transport_availability(cache_dir: Path, *, build: bool, log: Callable[[str],
 
 
 def _vhost_url(base: str, scheme: str, vhost: str) -> str:
-    parts = urlsplit(base)
-    user = quote(parts.username or "guest", safe="")
-    password = quote(parts.password or "guest", safe="")
-    address = f"{parts.hostname}:{parts.port or 5672}"
-    return f"{scheme}://{user}:{password}@{address}/{quote(vhost, safe='')}"
+    """``base`` with ``vhost`` and ``scheme``; a ``;``-separated list (every
+    node of a cluster) stays a list, in the same order."""
+    urls = []
+    for one in filter(None, (part.strip() for part in base.split(";"))):
+        parts = urlsplit(one)
+        user = quote(parts.username or "guest", safe="")
+        password = quote(parts.password or "guest", safe="")
+        address = f"{parts.hostname}:{parts.port or 5672}"
+        urls.append(f"{scheme}://{user}:{password}@{address}/{quote(vhost, safe='')}")
+    if not urls:
+        raise ValueError(f"no broker URL in {base!r}")
+    return ";".join(urls)
+
+
+def queue_placement(queues: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, Any]]:
+    """Where each of ``names`` lives, from the management API's queue list:
+    its type, its node (a quorum queue's leader) and the nodes holding a copy
+    (a classic queue: its one node; a quorum queue: every member)."""
+    found = {queue["name"]: queue for queue in queues}
+    placement: dict[str, dict[str, Any]] = {}
+    for name in names:
+        queue = found.get(name)
+        if queue is None:
+            placement[name] = {"type": None, "node": None, "members": []}
+            continue
+        node = queue.get("leader") or queue.get("node")
+        members = queue.get("members") or ([node] if node else [])
+        placement[name] = {
+            "type": queue.get("type", "classic"),
+            "node": node,
+            "members": sorted(members),
+        }
+    return placement
 
 
 @dataclass
@@ -224,6 +273,7 @@ class Runner:
         self.seed = seed
         self.log = log
         self.token = uuid.uuid4().hex[:6]
+        self.placements: dict[str, dict[str, dict[str, Any]]] = {}
 
     def _pythonpath(self, variant: Variant) -> str | None:
         if TRANSPORTS[variant.transport].speedups:
@@ -399,8 +449,22 @@ class Runner:
             "raw_source": raw.get("source"),
             "seconds": round(elapsed, 2),
             "vhost": prepared_vhost,
+            "queue_placement": self.placements.get(spec.id),
             "metrics": metrics,
         }
+
+    def record_placement(self, prepared: list[Prepared]) -> None:
+        """Ask the broker where each worker's queues live (a ready worker has
+        declared them): kept in every measurement as ``queue_placement``."""
+        for item in prepared:
+            if item.worker is None:
+                continue
+            try:
+                queues = self.management.queues(item.vhost)
+            except Exception as exc:  # a missing note must not fail the run
+                self.log(f"{item.spec.id}: queue placement unknown ({exc})")
+                continue
+            self.placements[item.spec.id] = queue_placement(queues, item.spec.variant.queues)
 
     def run(self, specs: list[Spec], *, overlap: bool) -> list[dict[str, Any]]:
         """Start every worker, measure (interleaved, or two at a time with
@@ -414,6 +478,7 @@ class Runner:
             for item in prepared:
                 self.wait_ready(item)
             self.log(f"{len(prepared)} workers ready in {time.monotonic() - started:.1f}s")
+            self.record_placement(prepared)
             if not overlap:
                 return self.measure_interleaved(prepared)
             # Two children at a time: figures from an overlapped run are a
@@ -438,17 +503,39 @@ def merge_rounds(passes: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def placement(overlap: bool, management: ManagementAPI) -> dict[str, Any]:
-    """Where producer, broker and worker ran: on this one host, sharing its cores."""
+def cluster_nodes(management: ManagementAPI) -> list[str]:
+    """The running nodes the management API knows (one, unless clustered)."""
+    response = management.session.get(f"{management.base_url}/nodes", timeout=management.timeout)
+    response.raise_for_status()
+    return sorted(node["name"] for node in response.json() if node.get("running", True))
+
+
+def placement(overlap: bool, management: ManagementAPI, broker: str = "") -> dict[str, Any]:
+    """Where producer, broker and worker ran: on this one host, sharing its cores;
+    with a cluster, which node the clients connect to."""
     try:
         broker_version = management.overview().get("rabbitmq_version")
+        nodes = cluster_nodes(management)
     except Exception as exc:  # the placement note must not fail the run
-        broker_version = f"unknown ({exc})"
+        broker_version, nodes = f"unknown ({exc})", []
+    urls = [part.strip() for part in broker.split(";") if part.strip()]
+    first = urlsplit(urls[0]) if urls else None
+    connects_to = f"{first.hostname}:{first.port or 5672}" if first else "-"
+    if len(nodes) > 1:
+        where = (
+            f"RabbitMQ {broker_version}, a cluster of {len(nodes)} nodes ({', '.join(nodes)}) "
+            f"on this host; every client connects to the first URL ({connects_to}) and fails "
+            "over to the next"
+        )
+    else:
+        where = f"RabbitMQ {broker_version} on this host (loopback TCP)"
     return {
         "host": platform.node(),
         "cpu_count": os.cpu_count(),
         "producer": "a child process of the bench (one thread), on this host",
-        "broker": f"RabbitMQ {broker_version} on this host (loopback TCP)",
+        "broker": where,
+        "broker_nodes": nodes,
+        "connects_to": connects_to,
         "worker": "one `celery worker` process per measurement (prefork: parent + pool "
         "children) on this host, all started up front; those not being measured sit idle",
         "pinning": "none: producer, broker and worker share every core",
@@ -521,12 +608,13 @@ def run_bench(
             "kombu": version("kombu"),
             "amqp": version("amqp"),
         },
-        "placement": placement(overlap, management),
+        "placement": placement(overlap, management, broker),
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "seconds": round(time.monotonic() - started, 1),
         "vhost_prefix": f"bench-{runner.token}-",
         "transports": transports,
         "measurements": measurements,
         "rows": stats.build_rows(measurements),
+        "queue_types": stats.compare_queue_types(measurements),
         "targets": stats.evaluate_targets(measurements),
     }

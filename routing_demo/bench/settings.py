@@ -3,7 +3,9 @@
 A :class:`Variant` differs from the shipped configuration (``conf/celeryconfig.py``)
 in the few settings the bench sweeps. The worker reads the difference from
 the environment through :mod:`routing_demo.bench.workerconf`, the client
-from :func:`client_settings`; neither edits a file.
+from :func:`client_settings`; neither edits a file. The queue type travels
+as the project's own ``ROUTING_DEMO_QUEUE_TYPE``, so a bench worker declares
+exactly what a worker started with that variable would.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from celery import Celery
 
 from ..celery import DEFAULT_CONFIG_MODULE
-from ..topology import TASK_ROUTES, default_queue, routed_queue_names
+from ..topology import QUEUE_TYPE_ENV, QUEUE_TYPES, TASK_ROUTES, build_queues, routed_queue_names
 from ..transports import LIBRABBITMQ_TRANSPORT
 
 __all__ = [
@@ -75,10 +77,17 @@ class Variant:
     acks_late: bool = True
     confirm_publish: bool = False
     transport: str = "pyamqp"
+    #: ``classic`` or ``quorum``: the type of every durable queue
+    #: (``routing_demo.topology.build_queues``).
+    queue_type: str = "classic"
 
     def __post_init__(self) -> None:
         if self.topology not in ("routed", "single"):
             raise ValueError(f"topology must be 'routed' or 'single', not {self.topology!r}")
+        if self.queue_type not in QUEUE_TYPES:
+            raise ValueError(
+                f"queue_type must be one of {', '.join(QUEUE_TYPES)}, not {self.queue_type!r}"
+            )
         if self.pool not in ("prefork", "threads", "solo"):
             raise ValueError(f"pool must be prefork, threads or solo, not {self.pool!r}")
         if self.transport not in TRANSPORTS:
@@ -97,7 +106,8 @@ class Variant:
     @property
     def queues(self) -> list[str]:
         """The queues this variant's tasks travel through (and its worker consumes)."""
-        return routed_queue_names() if self.topology == "routed" else [default_queue.name]
+        queues = build_queues(self.queue_type)
+        return routed_queue_names() if self.topology == "routed" else [queues.default.name]
 
     def effective_concurrency(self) -> int:
         if self.pool == "solo":
@@ -138,6 +148,7 @@ def shipped_variant() -> Variant:
     """The shipped configuration, read from the config module through Celery
     (so Celery's own defaults fill what the module leaves out)."""
     conf = _shipped_app().conf
+    queue_type = conf.task_default_queue_type
     return Variant(
         topology="routed",
         pool=conf.worker_pool if conf.worker_pool in ("prefork", "threads", "solo") else "prefork",
@@ -145,6 +156,7 @@ def shipped_variant() -> Variant:
         prefetch_multiplier=conf.worker_prefetch_multiplier,
         acks_late=bool(conf.task_acks_late),
         confirm_publish=bool((conf.broker_transport_options or {}).get("confirm_publish")),
+        queue_type=queue_type if queue_type in QUEUE_TYPES else "classic",
     )
 
 
@@ -152,20 +164,30 @@ def shipped_transport_options() -> dict[str, Any]:
     return dict(_shipped_app().conf.broker_transport_options or {})
 
 
-def topology_settings(topology: str) -> dict[str, Any]:
-    """``single``: one queue, no routes, so every task lands on ``default``."""
+def topology_settings(topology: str, queue_type: str = "classic") -> dict[str, Any]:
+    """The queues of ``queue_type`` (``build_queues``) and the routes.
+    ``single``: one queue, no routes, so every task lands on ``default``.
+
+    Worker and sender get the same declarations: RabbitMQ refuses to
+    redeclare a queue with another type or other arguments.
+    """
+    queues = build_queues(queue_type)
+    by_type = {"task_default_queue_type": queue_type}
     if topology == "single":
-        return {"task_queues": (default_queue,), "task_routes": {}}
-    return {"task_routes": dict(TASK_ROUTES)}
+        return {"task_queues": (queues.default,), "task_routes": {}, **by_type}
+    return {"task_queues": queues.task_queues, "task_routes": dict(TASK_ROUTES), **by_type}
 
 
 def worker_environ(variant: Variant) -> dict[str, str]:
-    """Environment entries that make a worker load ``variant``."""
+    """Environment entries that make a worker (and the measuring child) load
+    ``variant``. ``ROUTING_DEMO_QUEUE_TYPE`` is always set, so a value left
+    in the shell cannot turn a classic measurement into a quorum one."""
     overrides = variant.setting_overrides(shipped_transport_options())
     return {
         "CELERY_CONFIG_MODULE": "routing_demo.bench.workerconf",
         SETTINGS_ENV: json.dumps(overrides),
         TOPOLOGY_ENV: variant.topology,
+        QUEUE_TYPE_ENV: variant.queue_type,
     }
 
 
@@ -173,7 +195,12 @@ def settings_from_environ(environ: Mapping[str, str] | None = None) -> dict[str,
     """What :mod:`routing_demo.bench.workerconf` applies over the shipped settings."""
     environ = os.environ if environ is None else environ
     settings = dict(json.loads(environ.get(SETTINGS_ENV) or "{}"))
-    settings.update(topology_settings(environ.get(TOPOLOGY_ENV, "routed")))
+    settings.update(
+        topology_settings(
+            environ.get(TOPOLOGY_ENV, "routed"),
+            environ.get(QUEUE_TYPE_ENV, "classic").strip().lower() or "classic",
+        )
+    )
     return settings
 
 
@@ -181,5 +208,5 @@ def client_settings(variant: Variant) -> dict[str, Any]:
     """Settings for the sending app: the shipped ones, then the variant's."""
     return {
         **variant.setting_overrides(shipped_transport_options()),
-        **topology_settings(variant.topology),
+        **topology_settings(variant.topology, variant.queue_type),
     }

@@ -23,12 +23,16 @@ from typing import Any
 
 __all__ = [
     "CEILING_OF",
+    "CLASSIC_ID",
     "DEFAULT_E2E_ID",
     "DEFAULT_ID",
+    "QUORUM_ID",
     "SCHEMA_VERSION",
     "TARGETS",
     "build_rows",
+    "compare_queue_types",
     "evaluate_targets",
+    "format_queue_types",
     "format_table",
     "format_targets",
     "latency_summary",
@@ -46,6 +50,10 @@ SCHEMA_VERSION = 1
 DEFAULT_ID = "celery/default"
 #: The end-to-end measurement on the shipped configuration (``rpc://`` results).
 DEFAULT_E2E_ID = "e2e/rpc"
+
+#: The queue-type pair: the shipped configuration with classic, then quorum queues.
+CLASSIC_ID = "celery/classic"
+QUORUM_ID = "celery/quorum"
 
 #: Which raw-kombu rate bounds each Celery metric: sending is publishing;
 #: draining a queue, and finishing tasks end to end, is consuming and acking.
@@ -269,6 +277,70 @@ def evaluate_targets(measurements: Sequence[Mapping[str, Any]]) -> list[dict[str
         f"routed: {_fmt(routed)} tasks/s; single queue: {_fmt(single)} tasks/s",
     )
     return [default_vs_best, results, routing]
+
+
+def _queue_summary(measurement: Mapping[str, Any]) -> dict[str, Any]:
+    """One measurement's queues: their names and types, the nodes holding
+    them (a quorum queue's leader) and the fewest copies any of them has."""
+    placement: Mapping[str, Mapping[str, Any]] = measurement.get("queue_placement") or {}
+    return {
+        "queues": sorted(placement),
+        "types": sorted({str(q.get("type")) for q in placement.values()}),
+        "nodes": sorted({q["node"] for q in placement.values() if q.get("node")}),
+        "members": sorted({m for q in placement.values() for m in q.get("members", [])}),
+        "copies": min((len(q.get("members", [])) for q in placement.values()), default=0),
+    }
+
+
+def compare_queue_types(measurements: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Quorum over classic queues, measured in the same run: the ratio of each
+    rate (send, drain, score), and where each measurement's queues lived.
+    ``None`` unless both ``celery/classic`` and ``celery/quorum`` ran."""
+    by_id = _by_id(measurements)
+    classic, quorum = by_id.get(CLASSIC_ID), by_id.get(QUORUM_ID)
+    if classic is None or quorum is None:
+        return None
+    ratios = {}
+    for name in ("send", "drain", "score"):
+        ours = quorum.get("metrics", {}).get(name)
+        theirs = classic.get("metrics", {}).get(name)
+        if ours is not None and theirs is not None:
+            ratios[name] = ratio(_metric_value(ours), _metric_value(theirs))
+    return {
+        "over": CLASSIC_ID,
+        "measured": QUORUM_ID,
+        "ratios": ratios,
+        "classic": _queue_summary(classic),
+        "quorum": _queue_summary(quorum),
+    }
+
+
+def format_queue_types(comparison: Mapping[str, Any] | None) -> str:
+    """The quorum/classic line, then where each queue type's queues lived."""
+    if not comparison:
+        return ""
+    figures = ", ".join(
+        f"{name} {_fmt_ratio(value)}" for name, value in comparison["ratios"].items()
+    )
+    lines = [f"quorum/classic ({comparison['measured']} over {comparison['over']}): {figures}"]
+    classic, quorum = comparison["classic"], comparison["quorum"]
+    if classic["queues"]:
+        lines.append(
+            f"  classic queues {', '.join(classic['queues'])}: one copy each, on "
+            f"{', '.join(classic['nodes']) or 'an unknown node'}"
+        )
+    if quorum["queues"]:
+        copies = quorum["copies"]
+        spread = (
+            f"replicated on {copies} nodes ({', '.join(quorum['members'])})"
+            if copies > 1
+            else "on one node only (no replicas: a single node)"
+        )
+        lines.append(
+            f"  quorum queues {', '.join(quorum['queues'])}: leader on "
+            f"{', '.join(quorum['nodes']) or 'an unknown node'}, {spread}"
+        )
+    return "\n".join(lines)
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:

@@ -8,16 +8,17 @@ import json
 import pytest
 
 from routing_demo.bench import stats
-from routing_demo.bench.runner import FULL, QUICK, merge_rounds, plan
+from routing_demo.bench.runner import FULL, QUICK, _vhost_url, merge_rounds, plan, queue_placement
 from routing_demo.bench.settings import (
     SETTINGS_ENV,
     TOPOLOGY_ENV,
     Variant,
+    client_settings,
     settings_from_environ,
     shipped_variant,
     worker_environ,
 )
-from routing_demo.topology import default_queue
+from routing_demo.topology import QUEUE_TYPE_ENV, build_queues, default_queue
 
 
 def rate(value: float, unit: str = "tasks/s") -> dict:
@@ -247,3 +248,142 @@ def test_when_one_round_passes_are_merged_then_figures_keep_pass_order():
         "amqp_speedups": True,
     }
     assert passes[0]["send"] == [1.0]  # the inputs are left alone
+
+
+def test_when_plan_is_made_then_classic_and_quorum_differ_only_in_queue_type():
+    shipped = shipped_variant()
+    specs = {spec.id: spec for spec in plan(shipped, ["pyamqp"])}
+    pair = [specs["celery/classic"], specs["celery/quorum"]]
+    for spec, queue_type in zip(pair, ("classic", "quorum"), strict=True):
+        assert spec.kind == "celery"
+        assert spec.group == "queue-type", "not in the sweep the default is judged against"
+        assert spec.changed == {"queue_type": queue_type}
+        assert spec.variant == shipped.with_(queue_type=queue_type)
+        assert spec.variant.queues == ["add", "sub"]
+
+
+def test_when_shipped_config_is_read_then_its_queue_type_is_the_environments(monkeypatch):
+    monkeypatch.delenv(QUEUE_TYPE_ENV, raising=False)
+    assert shipped_variant().queue_type == "classic"
+    with pytest.raises(ValueError):
+        Variant(queue_type="stream")
+
+
+def test_when_variant_is_quorum_then_worker_and_sender_declare_quorum_queues():
+    variant = shipped_variant().with_(queue_type="quorum")
+    environ = worker_environ(variant)
+    assert environ[QUEUE_TYPE_ENV] == "quorum"  # what the worker's topology reads
+    for settings in (settings_from_environ(environ), client_settings(variant)):
+        assert settings["task_default_queue_type"] == "quorum"
+        assert settings["task_queues"] == build_queues("quorum").task_queues
+        by_name = {queue.name: queue for queue in settings["task_queues"]}
+        assert by_name["add"].queue_arguments["x-queue-type"] == "quorum"
+        assert settings["task_routes"]["routing_demo.tasks.add"] == {"queue": "add"}
+
+
+def test_when_variant_is_classic_then_a_quorum_value_in_the_shell_does_not_leak(monkeypatch):
+    monkeypatch.setenv(QUEUE_TYPE_ENV, "quorum")
+    environ = worker_environ(Variant())
+    assert environ[QUEUE_TYPE_ENV] == "classic"  # overrides the shell's for the worker
+    settings = settings_from_environ(environ)
+    assert settings["task_default_queue_type"] == "classic"
+    assert all(
+        "x-queue-type" not in (queue.queue_arguments or {}) for queue in settings["task_queues"]
+    )
+
+
+def test_when_broker_is_a_cluster_list_then_every_node_gets_the_vhost():
+    url = _vhost_url(
+        "pyamqp://u:p@127.0.0.1:5681; pyamqp://u:p@127.0.0.1:5682;pyamqp://u:p@127.0.0.1:5683",
+        "pyamqp",
+        "bench-x-celery-quorum",
+    )
+    assert url.split(";") == [
+        f"pyamqp://u:p@127.0.0.1:{port}/bench-x-celery-quorum" for port in (5681, 5682, 5683)
+    ]
+    assert (
+        _vhost_url("pyamqp://127.0.0.1", "pyamqp", "v") == "pyamqp://guest:guest@127.0.0.1:5672/v"
+    )
+
+
+#: What the management API's /api/queues/{vhost} says, cut down, on a 3-node cluster.
+CLUSTER_NODES = ["rd-1@localhost", "rd-2@localhost", "rd-3@localhost"]
+CLASSIC_QUEUES = [
+    {"name": name, "type": "classic", "node": "rd-1@localhost"} for name in ("add", "sub")
+] + [{"name": "dead_letter", "type": "classic", "node": "rd-2@localhost"}]
+QUORUM_QUEUES = [
+    {
+        "name": name,
+        "type": "quorum",
+        "node": "rd-1@localhost",
+        "leader": "rd-1@localhost",
+        "members": list(reversed(CLUSTER_NODES)),
+    }
+    for name in ("add", "sub")
+]
+
+
+def test_when_queues_are_listed_then_placement_names_node_and_copies():
+    classic = queue_placement(CLASSIC_QUEUES, ["add", "sub"])
+    assert classic["add"] == {
+        "type": "classic",
+        "node": "rd-1@localhost",
+        "members": ["rd-1@localhost"],
+    }
+    quorum = queue_placement(QUORUM_QUEUES, ["add", "sub", "gone"])
+    assert quorum["sub"] == {"type": "quorum", "node": "rd-1@localhost", "members": CLUSTER_NODES}
+    assert quorum["gone"] == {"type": None, "node": None, "members": []}
+
+
+def queue_type_pair(classic_queues: list[dict], quorum_queues: list[dict]) -> list[dict]:
+    classic = measurement(
+        "celery/classic", "queue-type", send=rate(600), drain=rate(1000), score=rate(375)
+    )
+    quorum = measurement(
+        "celery/quorum", "queue-type", send=rate(300), drain=rate(800), score=rate(218)
+    )
+    classic["queue_placement"] = queue_placement(classic_queues, ["add", "sub"])
+    quorum["queue_placement"] = queue_placement(quorum_queues, ["add", "sub"])
+    return [classic, quorum]
+
+
+def test_when_both_queue_types_ran_then_quorum_over_classic_is_stated(measurements):
+    comparison = stats.compare_queue_types(
+        [*measurements, *queue_type_pair(CLASSIC_QUEUES, QUORUM_QUEUES)]
+    )
+    assert comparison["ratios"] == {
+        "send": pytest.approx(0.5),
+        "drain": pytest.approx(0.8),
+        "score": pytest.approx(218 / 375),
+    }
+    assert comparison["classic"]["copies"] == 1
+    assert comparison["quorum"]["copies"] == 3
+    lines = stats.format_queue_types(comparison).splitlines()
+    assert lines[0] == (
+        "quorum/classic (celery/quorum over celery/classic): send 0.50x, drain 0.80x, score 0.58x"
+    )
+    assert lines[1] == "  classic queues add, sub: one copy each, on rd-1@localhost"
+    assert lines[2] == (
+        "  quorum queues add, sub: leader on rd-1@localhost, replicated on 3 nodes "
+        "(rd-1@localhost, rd-2@localhost, rd-3@localhost)"
+    )
+    assert (
+        json.loads(stats.to_json({"queue_types": comparison}))["queue_types"]["quorum"]["copies"]
+        == 3
+    )
+
+
+def test_when_quorum_ran_on_one_node_then_the_output_says_it_has_no_replicas():
+    single = [{**queue, "members": ["rabbit@vm"], "leader": "rabbit@vm"} for queue in QUORUM_QUEUES]
+    comparison = stats.compare_queue_types(
+        queue_type_pair([{**q, "node": "rabbit@vm"} for q in CLASSIC_QUEUES], single)
+    )
+    assert stats.format_queue_types(comparison).splitlines()[2] == (
+        "  quorum queues add, sub: leader on rabbit@vm, "
+        "on one node only (no replicas: a single node)"
+    )
+
+
+def test_when_one_of_the_pair_is_missing_then_there_is_no_comparison(measurements):
+    assert stats.compare_queue_types(measurements) is None
+    assert stats.format_queue_types(None) == ""
