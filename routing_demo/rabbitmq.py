@@ -30,14 +30,22 @@ class ManagementAPI:
         self.session.auth = (parts.username or "guest", parts.password or "guest")
         self.timeout = timeout
 
-    def _call(self, method: str, *path: str, json: Any = None) -> Any:
+    def _call(
+        self, method: str, *path: str, json: Any = None, params: dict[str, str] | None = None
+    ) -> Any:
         url = "/".join([self.base_url, *(quote(part, safe="") for part in path)])
-        response = self.session.request(method, url, json=json, timeout=self.timeout)
+        response = self.session.request(method, url, json=json, params=params, timeout=self.timeout)
         response.raise_for_status()
         return response.json() if response.content else None
 
     def overview(self) -> dict[str, Any]:
         return self._call("GET", "overview")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The cluster's nodes as the answering node sees them: ``name``,
+        ``running`` and ``partitions`` (the nodes it cannot see although they
+        run). Needs a user tagged ``monitoring`` or ``administrator``."""
+        return self._call("GET", "nodes", params={"columns": "name,running,partitions"})
 
     def create_vhost(self, vhost: str, *, user: str = "guest") -> None:
         """Create ``vhost`` and give ``user`` full rights on it."""

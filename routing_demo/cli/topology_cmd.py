@@ -25,6 +25,7 @@ from ._common import (
     resolve_task,
     task_call_options,
 )
+from .cluster_health import read_cluster_health
 from .definitions import (
     DEFAULT_DEFINITIONS_PATH,
     DEFAULT_PERMISSIONS_PATH,
@@ -36,7 +37,7 @@ from .definitions import (
 )
 from .explain import RouteExplanation, explain_route
 from .model import Topology, read_topology
-from .verify import verify_topology
+from .verify import quorum_problems, verify_topology
 
 __all__ = ["definitions", "explain", "permissions", "topology", "verify"]
 
@@ -249,8 +250,11 @@ def verify(
 
     Reports missing or extra bindings, missing queues and exchanges, queue
     argument mismatches (the "inequivalent arg" trap), declared queues nobody
-    consumes, and consumed queues no route feeds. Exits 3 on any mismatch,
-    4 when the management API cannot be asked.
+    consumes, and consumed queues no route feeds. On a cluster or with quorum
+    queues it also lists the nodes (which run) and each quorum queue's leader
+    and online members: a member down is a warning, a queue with fewer
+    members online than a majority is an error. Exits 3 on any mismatch or
+    queue below quorum, 4 when the management API cannot be asked.
 
     \b
     Examples:
@@ -278,14 +282,23 @@ def verify(
         problems = verify_topology(
             model, api, vhost, check_consumers=not skip_consumers, live_counts=live
         )
+        health = read_cluster_health(api, vhost, model.queues)
     except requests.RequestException as exc:
         click.echo(f"cannot ask the management API at {api.base_url}: {exc}", err=True)
         ctx.exit(EXIT_UNKNOWN)
     except OSError as exc:
         click.echo(f"cannot reach the broker: {exc}", err=True)
         ctx.exit(EXIT_UNKNOWN)
+    below_quorum = quorum_problems(health)
     if as_json:
-        emit_json({"vhost": vhost, "ok": not problems, "problems": [p.as_dict() for p in problems]})
+        document = {
+            "vhost": vhost,
+            "ok": not (problems or below_quorum),
+            "problems": [p.as_dict() for p in [*problems, *below_quorum]],
+        }
+        if health.shown:
+            document.update(cluster=health.as_dict(), warnings=health.warnings())
+        emit_json(document)
     elif problems:
         click.echo(f"vhost {vhost!r}: {len(problems)} difference(s) from the declared topology")
         for problem in problems:
@@ -295,7 +308,14 @@ def verify(
             "" if skip_consumers else ", consumers"
         )
         click.echo(f"vhost {vhost!r}: matches the declared topology ({checked})")
-    if problems:
+    if health.shown and not as_json:
+        for line in health.lines():
+            click.echo(line)
+        for warning in health.warnings():
+            click.echo(f"warning: {warning}")
+        for problem in below_quorum:
+            click.echo(f"error: {problem}")
+    if problems or below_quorum:
         ctx.exit(EXIT_MISMATCH)
 
 

@@ -5,7 +5,9 @@ Celery declares queues lazily and never deletes or rebinds anything, so the
 broker drifts: a binding removed by hand, a queue left over from an older
 name, a queue created earlier with other arguments (every later declaration
 then fails with ``PRECONDITION_FAILED - inequivalent arg``), a queue whose
-worker is gone, a worker eating a queue no route feeds any more.
+worker is gone, a worker eating a queue no route feeds any more. On a
+cluster, a quorum queue that lost the majority of its members is wired as
+declared and still serves nothing: that is reported too.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..rabbitmq import ManagementAPI
+from .cluster_health import ClusterHealth
 from .model import Topology
 
-__all__ = ["Problem", "verify_topology"]
+__all__ = ["Problem", "quorum_problems", "verify_topology"]
 
 
 @dataclass(frozen=True)
 class Problem:
     #: missing-exchange, exchange-mismatch, exchange-argument-mismatch,
     #: missing-queue, queue-mismatch, argument-mismatch, missing-binding,
-    #: extra-binding, unconsumed-queue, unrouted-consumed-queue
+    #: extra-binding, unconsumed-queue, unrouted-consumed-queue, below-quorum
     kind: str
     subject: str
     detail: str
@@ -164,3 +167,19 @@ def verify_topology(
                 )
             )
     return problems
+
+
+def quorum_problems(health: ClusterHealth) -> list[Problem]:
+    """A ``below-quorum`` problem for each quorum queue with fewer members
+    online than a majority: RabbitMQ keeps it, with its messages, but it
+    accepts and delivers nothing until enough members are back."""
+    return [
+        Problem(
+            "below-quorum",
+            queue.name,
+            f"{len(queue.online)} of {len(queue.members)} members online "
+            f"({', '.join(queue.online) or 'none'}), {queue.needed} needed; offline: "
+            f"{', '.join(queue.offline)}",
+        )
+        for queue in health.below_quorum
+    ]

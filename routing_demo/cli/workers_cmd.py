@@ -22,6 +22,8 @@ from ._common import (
     management_option,
     run_dir_option,
 )
+from .cluster_health import ClusterHealth, read_cluster_health
+from .model import read_topology
 
 __all__ = ["workers"]
 
@@ -261,8 +263,10 @@ def workers_status(
     as_json: bool,
 ) -> None:
     """Each node: its process, the queues it consumes (inspect active_queues),
-    and each queue's depth and consumers from the broker. Exits 1 unless
-    every node runs and answers.
+    and each queue's depth and consumers from the broker. On a cluster or
+    with quorum queues, also the broker's nodes (which run) and each quorum
+    queue's leader and online members. Exits 1 unless every node runs and
+    answers and every quorum queue keeps a majority of its members online.
 
     \b
     Examples:
@@ -285,8 +289,10 @@ def workers_status(
     api = management_api(app, management_url)
     broker_queues: dict[str, dict[str, Any]] = {}
     broker_error = None
+    health = ClusterHealth(nodes=(), quorum_queues=())
     try:
         broker_queues = {queue["name"]: queue for queue in api.queues(vhost)}
+        health = read_cluster_health(api, vhost, read_topology(app).queues)
     except requests.RequestException as exc:
         broker_error = f"management API unavailable at {api.base_url}: {exc}"
 
@@ -323,11 +329,19 @@ def workers_status(
                 ],
             }
         )
-    healthy = all(node["running"] and node["answering"] for node in nodes)
+    healthy = not health.below_quorum and all(
+        node["running"] and node["answering"] for node in nodes
+    )
     if as_json:
-        emit_json(
-            {"vhost": vhost, "healthy": healthy, "nodes": nodes, "broker_error": broker_error}
-        )
+        document = {
+            "vhost": vhost,
+            "healthy": healthy,
+            "nodes": nodes,
+            "broker_error": broker_error,
+        }
+        if health.shown:
+            document.update(cluster=health.as_dict(), warnings=health.warnings())
+        emit_json(document)
     else:
         for node in nodes:
             state = ("running" if node["running"] else "NOT RUNNING") + (
@@ -339,6 +353,13 @@ def workers_status(
                     f"  queue {queue['name']:<10} ready {queue['ready']}  "
                     f"unacked {queue['unacked']}  consumers {queue['consumers']}"
                 )
+        if health.shown:
+            for line in health.lines():
+                click.echo(line)
+            for warning in health.warnings():
+                click.echo(f"warning: {warning}")
+            for queue in health.below_quorum:
+                click.echo(f"error: quorum queue {queue.name} is below quorum")
         if broker_error:
             click.echo(broker_error, err=True)
     if not healthy:

@@ -12,9 +12,10 @@ from typing import Any
 
 import click
 import pytest
+import requests
 from celery.bin.base import CLIContext
 from celery.bin.celery import celery
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from routing_demo import celery_app
 from routing_demo.cli import routes
@@ -276,16 +277,45 @@ def test_when_the_backend_is_rpc_then_status_says_it_cannot_know() -> None:
     assert "cannot know" in document["meaning"]
 
 
+def http_error(status: int) -> requests.HTTPError:
+    response = requests.Response()
+    response.status_code = status
+    return requests.HTTPError(f"{status} error", response=response)
+
+
 class StubManagement:
-    """The management API's answers for one vhost, as plain data."""
+    """The management API's answers for one vhost, as plain data: one node
+    and classic queues unless a test says otherwise."""
 
     def __init__(self, definitions: dict[str, Any], consumers: int = 1) -> None:
         self._exchanges = [{**e, "arguments": e["arguments"]} for e in definitions["exchanges"]]
         self._queues = [
-            {**q, "consumers": consumers, "messages_ready": 0, "exclusive": False}
+            {
+                **q,
+                "type": "classic",
+                "consumers": consumers,
+                "messages_ready": 0,
+                "exclusive": False,
+            }
             for q in definitions["queues"]
         ]
+        for queue in self._queues:
+            queue.setdefault("type", "classic")
         self._bindings = list(definitions["bindings"])
+        self._nodes: list[dict[str, Any]] | Exception = [
+            {"name": "rabbit@localhost", "running": True, "partitions": []}
+        ]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        if isinstance(self._nodes, Exception):
+            raise self._nodes
+        return self._nodes
+
+    def queue(self, vhost: str, name: str) -> dict[str, Any]:
+        for queue in self._queues:
+            if queue["name"] == name:
+                return queue
+        raise http_error(404)
 
     def exchanges(self, vhost: str) -> list[dict[str, Any]]:
         return self._exchanges
@@ -412,3 +442,160 @@ def test_when_a_value_is_json_then_arguments_are_typed() -> None:
         from routing_demo.cli._common import resolve_task
 
         resolve_task(celery_app, "nosuch")
+
+
+#: The nodes of the stubbed cluster.
+CLUSTER_NODES = ("rabbit@rabbitmq-1", "rabbit@rabbitmq-2", "rabbit@rabbitmq-3")
+
+
+def on_a_cluster(stub: StubManagement, *, down: tuple[str, ...] = ()) -> StubManagement:
+    """``stub`` as three nodes, ``down`` not running, with every declared
+    queue a quorum queue replicated on all three (its leader the first
+    online member, as RabbitMQ elects one)."""
+    stub._nodes = [
+        {"name": name, "running": name not in down, "partitions": []} for name in CLUSTER_NODES
+    ]
+    online = [name for name in CLUSTER_NODES if name not in down]
+    for queue in stub._queues:
+        queue.update(
+            type="quorum",
+            members=list(CLUSTER_NODES),
+            online=online,
+            leader=online[0] if online else CLUSTER_NODES[0],
+        )
+    return stub
+
+
+def verify_with(monkeypatch: pytest.MonkeyPatch, stub: StubManagement, *options: str) -> Result:
+    monkeypatch.setattr("routing_demo.cli.topology_cmd.management_api", lambda app, url: stub)
+    return invoke("verify", "--skip-consumers", *options)
+
+
+def test_when_one_node_holds_classic_queues_then_verify_says_nothing_of_a_cluster(
+    monkeypatch: pytest.MonkeyPatch, broker_as_declared: StubManagement
+) -> None:
+    result = verify_with(monkeypatch, broker_as_declared)
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "vhost '/': matches the declared topology (exchanges, queues, arguments, bindings)\n"
+    )
+    document = json.loads(verify_with(monkeypatch, broker_as_declared, "--json").output)
+    assert set(document) == {"vhost", "ok", "problems"}
+
+
+def test_when_every_node_runs_then_verify_lists_them_and_each_quorum_queue_whole(
+    monkeypatch: pytest.MonkeyPatch, broker_as_declared: StubManagement
+) -> None:
+    on_a_cluster(broker_as_declared)
+    result = verify_with(monkeypatch, broker_as_declared)
+    assert result.exit_code == 0, result.output
+    assert "cluster: 3 node(s), 3 running" in result.output
+    assert "warning" not in result.output
+    for name in CLUSTER_NODES:
+        assert f"  {name}  running" in result.output
+    assert "add          leader rabbit@rabbitmq-1  3/3 members online (2 needed)" in result.output
+
+    document = json.loads(verify_with(monkeypatch, broker_as_declared, "--json").output)
+    assert document["ok"] is True
+    assert document["warnings"] == []
+    assert [n["running"] for n in document["cluster"]["nodes"]] == [True, True, True]
+    queues = {q["name"]: q for q in document["cluster"]["quorum_queues"]}
+    assert set(queues) == {q["name"] for q in broker_as_declared._queues}
+    assert queues["add"]["leader"] == "rabbit@rabbitmq-1"
+    assert queues["add"]["online"] == list(CLUSTER_NODES)
+
+
+def test_when_one_node_is_down_then_verify_warns_and_passes(
+    monkeypatch: pytest.MonkeyPatch, broker_as_declared: StubManagement
+) -> None:
+    on_a_cluster(broker_as_declared, down=("rabbit@rabbitmq-1",))
+    result = verify_with(monkeypatch, broker_as_declared)
+    assert result.exit_code == 0, result.output
+    assert "  rabbit@rabbitmq-1  DOWN" in result.output
+    assert "warning: node rabbit@rabbitmq-1 is down" in result.output
+    assert (
+        "warning: quorum queue add: member(s) rabbit@rabbitmq-1 offline, quorum kept "
+        "(2/3 online, 2 needed)" in result.output
+    )
+    assert "leader rabbit@rabbitmq-2  2/3 members online (2 needed): quorum kept" in result.output
+
+    document = json.loads(verify_with(monkeypatch, broker_as_declared, "--json").output)
+    assert document["ok"] is True
+    assert document["problems"] == []
+    add = next(q for q in document["cluster"]["quorum_queues"] if q["name"] == "add")
+    assert add["offline"] == ["rabbit@rabbitmq-1"]
+    assert add["below_quorum"] is False
+
+
+def test_when_two_nodes_are_down_then_verify_names_every_queue_below_quorum(
+    monkeypatch: pytest.MonkeyPatch, broker_as_declared: StubManagement
+) -> None:
+    on_a_cluster(broker_as_declared, down=("rabbit@rabbitmq-1", "rabbit@rabbitmq-2"))
+    result = verify_with(monkeypatch, broker_as_declared)
+    assert result.exit_code == EXIT_MISMATCH, result.output
+    assert "1/3 members online (2 needed): BELOW QUORUM" in result.output
+    assert (
+        "error: below-quorum: add: 1 of 3 members online (rabbit@rabbitmq-3), 2 needed; "
+        "offline: rabbit@rabbitmq-1, rabbit@rabbitmq-2" in result.output
+    )
+    # The broker names the last leader: a queue below quorum has none serving.
+    assert "leader rabbit@rabbitmq-1" not in result.output
+
+    document = json.loads(verify_with(monkeypatch, broker_as_declared, "--json").output)
+    assert document["ok"] is False
+    below = {p["subject"] for p in document["problems"] if p["kind"] == "below-quorum"}
+    assert below == {q["name"] for q in broker_as_declared._queues}
+
+
+def test_when_the_user_may_not_list_nodes_then_verify_still_checks_the_quorum_queues(
+    monkeypatch: pytest.MonkeyPatch, broker_as_declared: StubManagement
+) -> None:
+    on_a_cluster(broker_as_declared, down=("rabbit@rabbitmq-1", "rabbit@rabbitmq-2"))
+    broker_as_declared._nodes = http_error(401)
+    result = verify_with(monkeypatch, broker_as_declared)
+    assert result.exit_code == EXIT_MISMATCH, result.output
+    assert "cluster: nodes unknown" in result.output
+    assert "monitoring tag" in result.output
+    assert "error: below-quorum: add" in result.output
+
+
+def test_when_the_user_may_not_list_nodes_of_one_classic_node_then_nothing_changes(
+    monkeypatch: pytest.MonkeyPatch, broker_as_declared: StubManagement
+) -> None:
+    broker_as_declared._nodes = http_error(403)
+    result = verify_with(monkeypatch, broker_as_declared)
+    assert result.exit_code == 0, result.output
+    assert "cluster" not in result.output
+
+
+def test_when_workers_status_runs_on_a_cluster_then_it_shows_queues_below_quorum(
+    monkeypatch: pytest.MonkeyPatch, broker_as_declared: StubManagement, tmp_path: Path
+) -> None:
+    """No worker runs here (exit 1 for that alone); the cluster part is the
+    broker's answer."""
+
+    class NoReplies:
+        def active_queues(self) -> dict[str, Any]:
+            return {}
+
+    monkeypatch.setattr(celery_app.control, "inspect", lambda **options: NoReplies())
+    monkeypatch.setattr(
+        "routing_demo.cli.workers_cmd.management_api", lambda app, url: broker_as_declared
+    )
+    on_a_cluster(broker_as_declared, down=("rabbit@rabbitmq-2", "rabbit@rabbitmq-3"))
+    result = invoke("workers", "status", "--run-dir", str(tmp_path))
+    assert result.exit_code == EXIT_FAILED
+    assert "cluster: 3 node(s), 1 running" in result.output
+    assert "error: quorum queue add is below quorum" in result.output
+    assert "warning: node rabbit@rabbitmq-2 is down" in result.output
+
+    document = json.loads(invoke("workers", "status", "--run-dir", str(tmp_path), "--json").output)
+    assert document["healthy"] is False
+    assert {q["name"] for q in document["cluster"]["quorum_queues"] if q["below_quorum"]} == {
+        q["name"] for q in broker_as_declared._queues
+    }
+
+    on_a_cluster(broker_as_declared)
+    document = json.loads(invoke("workers", "status", "--run-dir", str(tmp_path), "--json").output)
+    assert document["warnings"] == []
+    assert not any(q["below_quorum"] for q in document["cluster"]["quorum_queues"])
