@@ -143,6 +143,29 @@ def test_when_quick_bench_runs_then_rows_targets_and_files_are_written(quick_run
     assert (output / "bench.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_when_quick_bench_runs_then_quorum_is_compared_with_classic(quick_run):
+    """The queue-type pair ran on queues of its own type, as the broker
+    reports them, and the output states quorum over classic."""
+    document, output, _ = quick_run
+    by_id = {m["id"]: m for m in document["measurements"]}
+    for queue_type in ("classic", "quorum"):
+        measurement = by_id[f"celery/{queue_type}"]
+        assert measurement["variant"]["queue_type"] == queue_type
+        placement = measurement["queue_placement"]
+        assert set(placement) == {"add", "sub"}
+        assert {queue["type"] for queue in placement.values()} == {queue_type}
+        assert all(queue["node"] in queue["members"] for queue in placement.values())
+    comparison = document["queue_types"]
+    assert set(comparison["ratios"]) == {"send", "drain", "score"}
+    assert all(value > 0 for value in comparison["ratios"].values())
+    assert comparison["classic"]["copies"] == 1
+    assert comparison["quorum"]["copies"] == len(document["placement"]["broker_nodes"])
+    assert (
+        "quorum/classic (celery/quorum over celery/classic): send "
+        in (output / "bench.txt").read_text()
+    )
+
+
 def test_when_quick_bench_ends_then_its_vhosts_are_gone(quick_run):
     document, _, new_vhosts = quick_run
     prefix = document["vhost_prefix"]
