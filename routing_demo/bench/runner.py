@@ -57,6 +57,7 @@ __all__ = [
     "plan",
     "queue_placement",
     "run_bench",
+    "select",
     "transport_availability",
 ]
 
@@ -162,6 +163,13 @@ def plan(shipped: Variant, transports: list[str]) -> list[Spec]:
     specs.append(Spec("e2e/rpc", "e2e", "e2e", shipped, backend="rpc", with_no_results=True))
     specs.append(Spec("e2e/redis", "e2e", "e2e", shipped, backend="redis"))
     return specs
+
+
+def select(specs: list[Spec], only: list[str] | None) -> list[Spec]:
+    """The specs whose id contains one of ``only`` (all of them without ``only``)."""
+    if not only:
+        return specs
+    return [spec for spec in specs if any(part in spec.id for part in only)]
 
 
 def transport_availability(cache_dir: Path, *, build: bool, log: Callable[[str], None]) -> dict:
@@ -578,11 +586,18 @@ def run_bench(
         )
     if rounds is not None:
         counts = replace(counts, rounds=rounds)
-    transports = transport_availability(cache_dir, build=build_speedups_now, log=log)
     shipped = shipped_variant()
-    specs = plan(shipped, [name for name, info in transports.items() if info["available"]])
-    if only:
-        specs = [spec for spec in specs if any(part in spec.id for part in only)]
+    # Build py-amqp's speedups only when a selected measurement runs on them.
+    needs_speedups = any(
+        TRANSPORTS[spec.variant.transport].speedups
+        for spec in select(plan(shipped, [*TRANSPORTS]), only)
+    )
+    transports = transport_availability(
+        cache_dir, build=build_speedups_now and needs_speedups, log=log
+    )
+    specs = select(
+        plan(shipped, [name for name, info in transports.items() if info["available"]]), only
+    )
     runner = Runner(
         broker=broker,
         redis_url=redis_url,

@@ -8,7 +8,15 @@ import json
 import pytest
 
 from routing_demo.bench import stats
-from routing_demo.bench.runner import FULL, QUICK, _vhost_url, merge_rounds, plan, queue_placement
+from routing_demo.bench.runner import (
+    FULL,
+    QUICK,
+    _vhost_url,
+    merge_rounds,
+    plan,
+    queue_placement,
+    select,
+)
 from routing_demo.bench.settings import (
     SETTINGS_ENV,
     TOPOLOGY_ENV,
@@ -387,3 +395,15 @@ def test_when_quorum_ran_on_one_node_then_the_output_says_it_has_no_replicas():
 def test_when_one_of_the_pair_is_missing_then_there_is_no_comparison(measurements):
     assert stats.compare_queue_types(measurements) is None
     assert stats.format_queue_types(None) == ""
+
+
+def test_when_only_is_given_then_ids_containing_it_are_selected():
+    specs = plan(shipped_variant(), ["pyamqp", "pyamqp-speedups"])
+    chosen = select(specs, ["celery/classic", "celery/quorum"])
+    assert [spec.id for spec in chosen] == ["celery/classic", "celery/quorum"]
+    assert all(spec.variant.transport == "pyamqp" for spec in chosen)  # no speedups build
+    assert {spec.id for spec in select(specs, ["speedups"])} == {
+        "raw/pyamqp-speedups",
+        "celery/transport-pyamqp-speedups",
+    }
+    assert select(specs, None) == specs
