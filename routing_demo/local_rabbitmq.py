@@ -33,6 +33,7 @@ __all__ = [
     "RABBITMQ_SERVER",
     "LocalCluster",
     "LocalNode",
+    "NodeHost",
     "NodePorts",
     "node_environment",
     "port_answers",
@@ -113,10 +114,13 @@ def node_environment(
         directory.mkdir(parents=True, exist_ok=True)
     plugins = base_dir / "enabled_plugins"
     plugins.write_text("[rabbitmq_management].\n" if ports.management else "[].\n")
+    on_loopback = host.startswith("127.")
     lines = [
         f"listeners.tcp.default = {host}:{ports.amqp}",
         # Only loopback clients may log in as guest: the default, said aloud.
-        "loopback_users.guest = true",
+        # A node on a private test network (its own network namespace) is
+        # reached over that network, so guest may log in from there.
+        f"loopback_users.guest = {'true' if on_loopback else 'false'}",
     ]
     if ports.management:
         lines += [f"management.tcp.port = {ports.management}", f"management.tcp.ip = {host}"]
@@ -145,7 +149,9 @@ def node_environment(
             f"-kernel inet_dist_use_interface {{{erl_host}}} "
             "+sbwt none +sbwtdcpu none +sbwtdio none"
         ),
-        "ERL_EPMD_ADDRESS": host,
+        # epmd answers the node's own address, and loopback for rabbitmqctl
+        # run in the same network namespace.
+        "ERL_EPMD_ADDRESS": host if on_loopback else f"127.0.0.1,{host}",
         "HOME": str(home),
     }
 
@@ -186,12 +192,15 @@ class LocalNode:
         home: Path | None = None,
         config_lines: Sequence[str] = (),
         host: str = "127.0.0.1",
+        netns: str | None = None,
         server: str = RABBITMQ_SERVER,
     ) -> None:
         self.base_dir = Path(base_dir)
         self.nodename = nodename
         self.ports = ports
         self.host = host
+        #: The network namespace the node runs in (a test host), if any.
+        self.netns = netns
         self.home = Path(home) if home else self.base_dir / "home"
         self.config_lines = list(config_lines)
         self.server = server
@@ -239,17 +248,21 @@ class LocalNode:
             host=self.host,
         )
 
-    def start(self, *, wrap: Sequence[str] = ()) -> None:
+    @property
+    def _wrap(self) -> list[str]:
+        """What runs a command in the node's network namespace."""
+        return ["ip", "netns", "exec", self.netns] if self.netns else []
+
+    def start(self) -> None:
         """Start the node and return at once (``wait_ready`` waits). A node
-        already running is left alone. ``wrap`` prefixes the command (e.g.
-        ``ip netns exec host-a``)."""
+        already running is left alone."""
         if self.running:
             return
         env = {**os.environ, **self.environment()}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(
-                [*wrap, self.server],
+                [*self._wrap, self.server],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -321,7 +334,7 @@ class LocalNode:
     def ctl(self, *args: str, timeout: float = 60.0) -> str:
         """Run ``rabbitmqctl -n <node> args`` with this node's cookie; its stdout."""
         done = subprocess.run(
-            [RABBITMQCTL, "-n", self.nodename, "-q", *args],
+            [*self._wrap, RABBITMQCTL, "-n", self.nodename, "-q", *args],
             env={
                 **os.environ,
                 "HOME": str(self.home),
@@ -358,6 +371,17 @@ def _group_alive(pgid: int) -> bool:
 
 
 @dataclass(frozen=True)
+class NodeHost:
+    """Where a cluster node runs when it is not on loopback: a host name that
+    resolves to ``address`` on every node (the node name's host part), and
+    the network namespace that has that address."""
+
+    name: str
+    address: str
+    netns: str
+
+
+@dataclass(frozen=True)
 class _NodeRecord:
     """What ``cluster.json`` keeps of a node, for later commands."""
 
@@ -366,6 +390,7 @@ class _NodeRecord:
     dist: int
     management: int | None
     host: str
+    netns: str | None = None
 
 
 class LocalCluster:
@@ -375,7 +400,9 @@ class LocalCluster:
     Node ``i`` (from 1) is ``<prefix>-<i>@localhost`` and listens on
     ``amqp_base + i - 1`` (AMQP), ``dist_base + i - 1`` (Erlang
     distribution) and ``management_base + i - 1`` (management HTTP, when
-    ``management``). ``start()`` boots the first node, then the others, which
+    ``management``); with ``hosts``, node ``i`` runs in ``hosts[i - 1]``'s
+    network namespace as ``<prefix>-<i>@<host name>``. ``start()`` boots the
+    first node, then the others, which
     find it by peer discovery and join it; a node started again later
     rejoins from its own data directory. The layout is kept in
     ``base_dir/cluster.json`` so that ``LocalCluster.load(base_dir)`` in
@@ -392,19 +419,23 @@ class LocalCluster:
         management_base: int | None = 15681,
         prefix: str = "rd-cluster",
         config_lines: Sequence[str] = (),
+        hosts: Sequence[NodeHost] = (),
         server: str = RABBITMQ_SERVER,
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
+        if hosts and len(hosts) != size:
+            raise ValueError(f"give one host per node: {size} nodes, {len(hosts)} hosts")
         self.base_dir = Path(base_dir)
         self.home = self.base_dir / "home"
         records = [
             _NodeRecord(
-                nodename=f"{prefix}-{index}@localhost",
+                nodename=f"{prefix}-{index}@{hosts[index - 1].name if hosts else 'localhost'}",
                 amqp=amqp_base + index - 1,
                 dist=dist_base + index - 1,
                 management=management_base + index - 1 if management_base else None,
-                host="127.0.0.1",
+                host=hosts[index - 1].address if hosts else "127.0.0.1",
+                netns=hosts[index - 1].netns if hosts else None,
             )
             for index in range(1, size + 1)
         ]
@@ -415,6 +446,9 @@ class LocalCluster:
         self.config_lines = config_lines
         self.server = server
         peers = [
+            # A node cut off from the others stops serving until it sees a
+            # majority again, instead of going on as a second cluster.
+            "cluster_partition_handling = pause_minority",
             "cluster_formation.peer_discovery_backend = classic_config",
             *(
                 f"cluster_formation.classic_config.nodes.{index} = {record.nodename}"
@@ -429,6 +463,7 @@ class LocalCluster:
                 home=self.home,
                 config_lines=[*peers, *config_lines],
                 host=record.host,
+                netns=record.netns,
                 server=server,
             )
             for record in records
@@ -520,11 +555,22 @@ class LocalCluster:
         """Nodes the cluster counts as running members."""
         return set(self.cluster_status().get("running_nodes", []))
 
+    def running_members_seen_by(self, node: LocalNode) -> set[str]:
+        """Running members as ``node`` sees them (sides of a partition differ)."""
+        return set(self.cluster_status(via=node).get("running_nodes", []))
+
     def wait_clustered(self, timeout: float = READY_TIMEOUT) -> None:
         """Wait until every running node is a running member of one cluster."""
         wanted = {node.nodename for node in self.nodes if node.running}
+
+        def joined() -> bool:
+            try:
+                return wanted <= self.running_members()
+            except (RuntimeError, subprocess.TimeoutExpired, ValueError):
+                return False  # the node asked is still booting: ask again
+
         wait_until(
-            lambda: wanted <= self.running_members(),
+            joined,
             timeout=timeout,
             message=f"nodes {sorted(wanted)} did not all join one cluster",
             interval=1.0,
