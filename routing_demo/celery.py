@@ -11,8 +11,9 @@ import os
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import OperationalError
 
-from .publish import bounded_publish_options
+from .publish import BoundedPublish, PublishFailed
 from .quorum import round_up_short_delay
 from .sent_state import install as record_sent_state
 
@@ -44,8 +45,15 @@ class RoutingDemoCelery(Celery):
         **options: Any,
     ) -> Any:
         countdown, eta = round_up_short_delay(self, countdown, eta)
-        options = bounded_publish_options(self, name, options)
-        return super().send_task(name, args, kwargs, countdown=countdown, eta=eta, **options)
+        publish = BoundedPublish(self, name)
+        try:
+            return super().send_task(
+                name, args, kwargs, countdown=countdown, eta=eta, **publish.options(options)
+            )
+        except PublishFailed:
+            raise
+        except OperationalError as exc:
+            raise publish.failure(exc) from exc
 
 
 app = RoutingDemoCelery("routing_demo")

@@ -1,61 +1,96 @@
-"""A task publish that ends within a known time, whatever the broker does.
+"""A task publish that ends within a known time and says why it failed.
 
 With publisher confirms a publish returns once RabbitMQ has the message. A
-quorum queue that has lost its quorum (two of three nodes down) never
-answers: py-amqp would wait for that confirm forever, and Celery's publish
-retry policy retries a broken connection with no bound on the total. Here
-each confirm wait is bounded (``publish_confirm_timeout``), a confirm that
-did not come counts as a broken connection (kombu then reconnects, to the
-next node of a cluster, and publishes again), and the retries stop at the
-``publish_timeout`` deadline with ``PublishTimeout``, which names the cause.
-A publish that raised may still have been stored (the broker can take it
-after the confirm wait ended): delivery stays at least once.
+quorum queue that has lost its quorum (two of three nodes down) either
+refuses the message (``basic.nack``) or never answers: py-amqp would wait
+for that confirm forever, and kombu retries a nack or a broken connection
+(moving to the next node of a cluster) as often as the retry policy allows,
+with no bound on the total time. Here each confirm wait is bounded
+(``publish_confirm_timeout``), the retries stop at the ``publish_timeout``
+deadline, and whatever ends the publish reaches the sender as
+``PublishFailed`` (``PublishTimeout`` at the deadline), whose message says
+what the broker did. A publish that raised may still have been stored (the
+broker can take it after the confirm wait ended): delivery stays at least
+once.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
+from amqp.exceptions import MessageNacked
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-__all__ = ["PublishTimeout", "bounded_publish_options"]
+__all__ = ["BoundedPublish", "PublishFailed", "PublishTimeout"]
 
 
-class PublishTimeout(OperationalError):
-    """The broker did not confirm the publish before the deadline."""
+class PublishFailed(OperationalError):
+    """The broker did not take the task: it refused it, did not confirm it,
+    or could not be reached."""
 
 
-def bounded_publish_options(app: Celery, name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` for ``send_task`` with a confirm wait and a deadline.
+class PublishTimeout(PublishFailed):
+    """The publish, retries included, outlasted ``publish_timeout``."""
 
-    Settings (seconds; unset or 0: Celery's behaviour): ``publish_confirm_timeout``
-    bounds each wait for a confirm, ``publish_timeout`` the whole publish
-    with its retries.
+
+class BoundedPublish:
+    """One ``send_task``'s bounds, and what its attempts met.
+
+    Settings (seconds; unset or 0: Celery's behaviour):
+    ``publish_confirm_timeout`` bounds each wait for a confirm,
+    ``publish_timeout`` the whole publish with its retries.
     """
-    confirm_timeout = app.conf.get("publish_confirm_timeout")
-    total = app.conf.get("publish_timeout")
-    bounded = dict(options)
-    if confirm_timeout:
-        bounded.setdefault("confirm_timeout", confirm_timeout)
-    if not total:
+
+    def __init__(self, app: Celery, name: str) -> None:
+        self.name = name
+        self.confirm_timeout = app.conf.get("publish_confirm_timeout")
+        self.total = app.conf.get("publish_timeout")
+        self.retry_policy = dict(app.conf.task_publish_retry_policy or {})
+        self.deadline = time.monotonic() + (self.total or 0)
+        #: The errors of the attempts that were retried.
+        self.errors: list[BaseException] = []
+
+    def options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``send_task`` options with the confirm wait and the deadline."""
+        bounded = dict(options)
+        if self.confirm_timeout:
+            bounded.setdefault("confirm_timeout", self.confirm_timeout)
+        policy = {**self.retry_policy, **(options.get("retry_policy") or {})}
+        chained: Callable[[BaseException, float], Any] | None = policy.get("errback")
+
+        def on_retry(exc: BaseException, interval: float) -> Any:
+            self.errors.append(exc)
+            if self.total and time.monotonic() + (interval or 0) >= self.deadline:
+                raise PublishTimeout(
+                    f"publishing {self.name} gave up after {self.total:g}s (publish_timeout): "
+                    f"{self.explain(exc)}"
+                ) from exc
+            return chained(exc, interval) if chained else None
+
+        policy["errback"] = on_retry
+        bounded["retry_policy"] = policy
         return bounded
-    deadline = time.monotonic() + total
-    policy = dict(app.conf.task_publish_retry_policy or {})
-    policy.update(options.get("retry_policy") or {})
-    chained: Callable[[Exception, float], Any] | None = policy.get("errback")
 
-    def stop_at_deadline(exc: Exception, interval: float) -> Any:
-        if time.monotonic() + (interval or 0) >= deadline:
-            raise PublishTimeout(
-                f"publishing {name} gave up after {total:g}s (publish_timeout): the broker "
-                f"did not confirm it ({exc!r}); a cluster that has lost its quorum, "
-                "or a broker that blocks publishers, does not answer"
-            ) from exc
-        return chained(exc, interval) if chained else None
+    def explain(self, last: BaseException) -> str:
+        """What the broker did, from every error the attempts met."""
+        seen = [*self.errors, last, getattr(last, "__cause__", None)]
+        if any(isinstance(error, MessageNacked) for error in seen):
+            return (
+                "RabbitMQ refused the message (basic.nack): a quorum queue without a "
+                "majority of its members online, or a full queue, takes no message"
+            )
+        if any(isinstance(error, (socket.timeout, TimeoutError)) for error in seen):
+            return (
+                f"RabbitMQ did not confirm the message within {self.confirm_timeout:g}s "
+                "(publish_confirm_timeout): a quorum queue without a majority of its "
+                "members online, or a broker that blocks publishers, does not answer"
+            )
+        return f"RabbitMQ could not be reached ({last})"
 
-    policy["errback"] = stop_at_deadline
-    bounded["retry_policy"] = policy
-    return bounded
+    def failure(self, exc: OperationalError) -> PublishFailed:
+        """The error the sender gets for a publish kombu gave up on."""
+        return PublishFailed(f"publishing {self.name} failed: {self.explain(exc)}")

@@ -222,8 +222,8 @@ def test_when_broker_down_then_client_fails_fast_with_clear_error(stack: Stack) 
         [sys.executable, "-c", sender], env=env, capture_output=True, text=True, timeout=60
     )
     assert completed.returncode != 0
-    assert "OperationalError" in completed.stderr
-    assert "Connection refused" in completed.stderr
+    assert "PublishFailed: publishing routing_demo.tasks.add failed" in completed.stderr
+    assert "RabbitMQ could not be reached ([Errno 111] Connection refused)" in completed.stderr
 
 
 def test_when_routing_key_matches_no_queue_then_message_is_kept_as_unroutable(
