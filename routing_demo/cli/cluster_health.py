@@ -57,9 +57,12 @@ class QuorumQueueHealth:
 
     @property
     def serving_leader(self) -> str | None:
-        """The leader when it is online: after losing its majority the
-        broker may still name the last one."""
-        return self.leader if self.leader in self.online else None
+        """The leader, when it can serve: online, with a majority behind it.
+        Below quorum the broker may still name the last one, which can
+        commit nothing."""
+        if self.below_quorum or self.leader not in self.online:
+            return None
+        return self.leader
 
     def state(self) -> str:
         online = f"{len(self.online)}/{len(self.members)} members online ({self.needed} needed)"
@@ -108,17 +111,21 @@ class ClusterHealth:
             for node in self.nodes or ()
             if node.partitions
         ]
+        # One line for the queues that lost the same members.
+        degraded: dict[tuple[tuple[str, ...], int, int, int], list[str]] = {}
         for queue in self.quorum_queues:
             if queue.below_quorum:
                 continue
             if queue.offline:
-                found.append(
-                    f"quorum queue {queue.name}: member(s) {', '.join(queue.offline)} offline, "
-                    f"quorum kept ({len(queue.online)}/{len(queue.members)} online, "
-                    f"{queue.needed} needed)"
-                )
+                key = (queue.offline, len(queue.online), len(queue.members), queue.needed)
+                degraded.setdefault(key, []).append(queue.name)
             elif queue.serving_leader is None:
                 found.append(f"quorum queue {queue.name}: no leader (an election is under way)")
+        for (offline, online, members, needed), names in degraded.items():
+            found.append(
+                f"quorum queue(s) {', '.join(names)}: member(s) {', '.join(offline)} offline, "
+                f"quorum kept ({online}/{members} online, {needed} needed)"
+            )
         return found
 
     def lines(self) -> list[str]:

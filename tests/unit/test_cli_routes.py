@@ -514,8 +514,8 @@ def test_when_one_node_is_down_then_verify_warns_and_passes(
     assert "  rabbit@rabbitmq-1  DOWN" in result.output
     assert "warning: node rabbit@rabbitmq-1 is down" in result.output
     assert (
-        "warning: quorum queue add: member(s) rabbit@rabbitmq-1 offline, quorum kept "
-        "(2/3 online, 2 needed)" in result.output
+        "warning: quorum queue(s) default, add, sub, dead_letter, unroutable: member(s) "
+        "rabbit@rabbitmq-1 offline, quorum kept (2/3 online, 2 needed)" in result.output
     )
     assert "leader rabbit@rabbitmq-2  2/3 members online (2 needed): quorum kept" in result.output
 
