@@ -149,7 +149,7 @@ def test_when_a_follower_then_the_connected_node_are_killed_then_clients_fail_ov
     cluster: LocalCluster, cluster_app: Celery, cluster_workers: WorkerGroup, ledger: Ledger
 ) -> None:
     leader = leader_of(cluster, QUORUM.add.name)
-    follower = next(node for node in cluster if node is not leader)
+    follower = next(node for node in cluster.nodes[1:] if node is not leader)
     # Every client lists the nodes in the same order: they connect to the first.
     connected = cluster.nodes[0]
 
