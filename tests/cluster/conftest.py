@@ -11,6 +11,7 @@ sent with the ids that ran.
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -79,18 +80,61 @@ def rabbitmq_cluster(
     amqp, dist, management = free_port_block(
         3, CLUSTER_AMQP_PORTS, CLUSTER_DIST_PORTS, CLUSTER_MANAGEMENT_PORTS
     )
+    hosts = test_network.hosts if test_network else ()
+    prefix = f"rdc{amqp}"
+    nodenames = [
+        f"{prefix}-{index}@{hosts[index - 1].name if hosts else 'localhost'}" for index in (1, 2, 3)
+    ]
+    compose_lines = [
+        line for line in compose_cluster_settings(nodenames) if not PEER_DISCOVERY.match(line)
+    ]
     with LocalCluster(
         tmp_path_factory.mktemp("rabbitmq-cluster"),
         amqp_base=amqp,
         dist_base=dist,
         management_base=management,
-        prefix=f"rdc{amqp}",
-        # Notice a silent peer in about 10 s instead of about a minute.
-        config_lines=["net_ticktime = 10"],
-        hosts=test_network.hosts if test_network else (),
+        prefix=prefix,
+        # compose.yaml's cluster settings (its peer-discovery lines, renamed,
+        # are the ones LocalCluster writes), and a silent peer noticed in
+        # about 10 s instead of about a minute.
+        config_lines=[*compose_lines, "net_ticktime = 10"],
+        hosts=hosts,
         server=server,
     ) as cluster:
         yield cluster
+
+
+#: compose.yaml's cluster profile configuration (beside rabbitmq.conf).
+COMPOSE_CLUSTER_CONF = Path(__file__).resolve().parents[2] / "conf" / "rabbitmq" / "cluster.conf"
+#: A compose node's name: ``rabbit@`` and the service (host) name.
+COMPOSE_NODE = re.compile(r"\brabbit@rabbitmq-(\d+)\b")
+#: The lines that choose peer discovery and name the peers.
+PEER_DISCOVERY = re.compile(
+    r"^cluster_formation\.(peer_discovery_backend|classic_config\.nodes\.\d+)\s*="
+)
+
+
+def conf_settings(text: str) -> list[str]:
+    """A ``rabbitmq.conf``'s ``key = value`` lines, normalised."""
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            found.append(f"{key.strip()} = {value.strip()}")
+    return found
+
+
+def compose_cluster_settings(nodenames: list[str]) -> list[str]:
+    """compose's ``cluster.conf`` settings, each compose node renamed to its
+    local twin (``rabbit@rabbitmq-2`` -> ``nodenames[1]``)."""
+
+    def rename(match: re.Match[str]) -> str:
+        return nodenames[int(match.group(1)) - 1]
+
+    return [
+        COMPOSE_NODE.sub(rename, line) for line in conf_settings(COMPOSE_CLUSTER_CONF.read_text())
+    ]
 
 
 def management_of(cluster: LocalCluster) -> ManagementAPI:
