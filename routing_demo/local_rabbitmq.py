@@ -22,11 +22,12 @@ import secrets
 import signal as signals
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from .polling import pid_alive, wait_until
 
 __all__ = [
     "RABBITMQCTL",
@@ -37,7 +38,6 @@ __all__ = [
     "NodePorts",
     "node_environment",
     "port_answers",
-    "wait_until",
 ]
 
 #: RabbitMQ's own start script. ``/usr/sbin/rabbitmq-server`` is a wrapper
@@ -55,23 +55,6 @@ SCHEME = "pyamqp://"
 READY_TIMEOUT = 90.0
 #: Seconds a node has to exit after SIGTERM before its group gets SIGKILL.
 STOP_TIMEOUT = 30.0
-
-
-def wait_until(
-    condition: Callable[[], Any], *, timeout: float, message: str, interval: float = 0.1
-) -> Any:
-    """Poll ``condition`` until it returns something true, and return that.
-
-    Raises ``TimeoutError(message)`` once ``timeout`` seconds have passed.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = condition()
-        if outcome:
-            return outcome
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{message} (after {timeout:.1f}s)")
-        time.sleep(interval)
 
 
 def port_answers(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -156,22 +139,6 @@ def node_environment(
     }
 
 
-def _pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs and is not a zombie waiting to be reaped."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
-        if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            return False
-    return True
-
-
 class LocalNode:
     """One RabbitMQ node under ``base_dir``, started as a process group of
     its own whose leader's PID is kept in ``base_dir/node.pid``.
@@ -231,7 +198,7 @@ class LocalNode:
     def running(self) -> bool:
         """Its process runs (it may still be booting: see ``answers``)."""
         pid = self.pid
-        return pid is not None and _pid_alive(pid)
+        return pid is not None and pid_alive(pid)
 
     def answers(self) -> bool:
         """Its AMQP listener (and management, when enabled) accepts connections."""
@@ -302,7 +269,7 @@ class LocalNode:
         if pid is None:
             return
         wait_until(
-            lambda: not _pid_alive(pid) and not _group_alive(pid),
+            lambda: not pid_alive(pid) and not _group_alive(pid),
             timeout=timeout,
             message=f"{self.nodename} (pid {pid}) still runs",
         )

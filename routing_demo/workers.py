@@ -34,6 +34,7 @@ from celery.utils.nodenames import gethostname, nodename
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
+from .polling import pid_alive
 from .security import broker_password_from_file
 from .topology import TASK_QUEUES, worker_selections
 
@@ -303,23 +304,6 @@ def wait_pidbox_released(
                 return True
     except (OperationalError, AMQPConnectionError, OSError):
         return False
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with ``pid`` exists and has not exited (signal 0
-    checks without sending; an exited child nobody reaped yet is a zombie,
-    which counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no procfs: trust the signal
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def node_option(option: str, node: str) -> str:

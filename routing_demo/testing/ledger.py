@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from collections import Counter
@@ -33,8 +34,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from celery import Celery
 from celery.signals import task_postrun
+from kombu.exceptions import OperationalError
 from redis import Redis
+
+from ..tasks import add, sub
 
 __all__ = [
     "KEY_ENV",
@@ -42,6 +47,7 @@ __all__ = [
     "Execution",
     "Ledger",
     "LedgerReport",
+    "Producer",
     "record_execution",
 ]
 
@@ -231,3 +237,43 @@ def record_execution(
     pipe.hincrby(f"{key}:runs", task_id, 1)
     pipe.rpush(f"{key}:log", json.dumps(record))
     pipe.execute()
+
+
+class Producer(threading.Thread):
+    """Sends ``add``/``sub`` alternately from a thread of its own; each
+    publish returns (its id goes to ``ledger.sent``) or raises
+    (``ledger.refused``): the sender knows the fate of each. After
+    ``pause_at`` tasks it waits (up to ``resume_timeout`` seconds) for
+    ``resume``, so the rest of the stream is published through whatever the
+    test does to the broker meanwhile."""
+
+    def __init__(
+        self,
+        app: Celery,
+        ledger: Ledger,
+        count: int,
+        pause_at: int,
+        *,
+        resume_timeout: float = 180.0,
+    ) -> None:
+        super().__init__(name="producer", daemon=True)
+        self.app, self.ledger, self.count, self.pause_at = app, ledger, count, pause_at
+        self.resume_timeout = resume_timeout
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        for index in range(self.count):
+            if index == self.pause_at:
+                self.paused.set()
+                self.resume.wait(self.resume_timeout)
+            task_id = str(uuid.uuid4())
+            task = add if index % 2 == 0 else sub
+            try:
+                self.app.send_task(task.name, (index, 1), task_id=task_id, ignore_result=True)
+            except OperationalError as exc:
+                self.ledger.refused([task_id])
+                self.errors.append(repr(exc))
+            else:
+                self.ledger.sent([task_id])

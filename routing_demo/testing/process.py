@@ -21,15 +21,15 @@ import contextlib
 import os
 import signal as signals
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
 import psutil
 from pytest_celery import CeleryTestContainer
 
+from ..polling import wait_until
 from .defaults import READY_TIMEOUT, STOP_TIMEOUT
 
 __all__ = ["LocalProcessContainer", "ProcessFailed", "stop_all", "wait_until"]
@@ -46,27 +46,6 @@ _POLL_INTERVAL = 0.05
 
 class ProcessFailed(RuntimeError):
     """The process exited while it was expected to come up."""
-
-
-def wait_until(
-    condition: Callable[[], Any],
-    *,
-    timeout: float,
-    message: str,
-    interval: float = _POLL_INTERVAL,
-) -> Any:
-    """Poll ``condition`` until it returns something true, and return that.
-
-    Raises ``TimeoutError(message)`` once ``timeout`` seconds have passed.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = condition()
-        if outcome:
-            return outcome
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{message} (after {timeout:.1f}s)")
-        time.sleep(interval)
 
 
 def _as_signal(signal: str | int | signals.Signals | None) -> signals.Signals:

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from kombu import Connection
 from pytest_celery import RabbitMQContainer
 
+from ..local_rabbitmq import NodePorts, node_environment
 from .defaults import AMQP_PORTS, DIST_PORTS, MANAGEMENT_PORTS, RABBITMQ_SERVER
 from .ports import free_ports
 from .process import LocalProcessContainer
@@ -145,49 +146,8 @@ class PrivateRabbitMQNode(_AMQPService, LocalProcessContainer):
     def _prepare_files(self) -> dict[str, str]:
         """Write the node's config files; return the environment that points
         the server at them (and away from ``/etc/rabbitmq``)."""
-        home, mnesia, logs = (self.base_dir / name for name in ("home", "mnesia", "log"))
-        for directory in (home, mnesia, logs):
-            directory.mkdir(parents=True, exist_ok=True)
-        plugins = self.base_dir / "enabled_plugins"
-        plugins.write_text("[rabbitmq_management].\n" if self.management_port else "[].\n")
-        config = self.base_dir / "rabbitmq.conf"
-        lines = [
-            f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}",
-            # Only loopback clients may log in as guest: the default, said aloud.
-            "loopback_users.guest = true",
-        ]
-        if self.management_port:
-            lines += [
-                f"management.tcp.port = {self.management_port}",
-                "management.tcp.ip = 127.0.0.1",
-            ]
-        lines += self.extra_config
-        config.write_text("\n".join(lines) + "\n")
-        # The system's rabbitmq-env.conf names the system node: read an empty one.
-        env_file = self.base_dir / "rabbitmq-env.conf"
-        env_file.write_text("")
-        return {
-            "RABBITMQ_NODENAME": self.nodename,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-            "RABBITMQ_NODE_PORT": str(self.amqp_port),
-            "RABBITMQ_DIST_PORT": str(self.dist_port),
-            "RABBITMQ_MNESIA_BASE": str(mnesia),
-            "RABBITMQ_LOG_BASE": str(logs),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
-            "RABBITMQ_CONFIG_FILE": str(config),
-            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.base_dir / "advanced.config"),
-            "RABBITMQ_CONF_ENV_FILE": str(env_file),
-            "RABBITMQ_PID_FILE": str(self.base_dir / "rabbitmq.pid"),
-            # Distribution on loopback only; schedulers that sleep instead of
-            # spinning when idle, which matters on a small shared CI machine.
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
-                "-kernel inet_dist_use_interface {127,0,0,1} "
-                "+sbwt none +sbwtdcpu none +sbwtdio none"
-            ),
-            "ERL_EPMD_ADDRESS": "127.0.0.1",
-            # Its own Erlang cookie, away from the system node's.
-            "HOME": str(home),
-        }
+        ports = NodePorts(self.amqp_port, self.dist_port, self.management_port)
+        return node_environment(self.base_dir, self.nodename, ports, config_lines=self.extra_config)
 
     @property
     def url(self) -> str:

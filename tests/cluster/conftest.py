@@ -11,8 +11,6 @@ sent with the ids that ran.
 
 from __future__ import annotations
 
-import re
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,19 +19,16 @@ from typing import Any
 import pytest
 from amqp.exceptions import NotFound
 from celery import Celery
-from kombu.exceptions import OperationalError
 
 from routing_demo.celery import RoutingDemoCelery
-from routing_demo.local_rabbitmq import RABBITMQ_SERVER, LocalCluster, LocalNode, wait_until
+from routing_demo.local_rabbitmq import LocalCluster, LocalNode
+from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import ManagementAPI
-from routing_demo.tasks import add, sub
-from routing_demo.testing import netns
-from routing_demo.testing.ledger import Ledger, LedgerReport
-from routing_demo.testing.netns import TestNetwork
-from routing_demo.testing.ports import free_port_block
-from routing_demo.testing.services import require_executable
+from routing_demo.testing.ledger import Ledger, LedgerReport, Producer  # noqa: F401
 from routing_demo.topology import build_queues
 from routing_demo.workers import WorkerGroup, worker_nodes
+
+from .session import PEER_DISCOVERY, compose_cluster_settings, conf_settings  # noqa: F401
 
 #: The quorum variant of the topology, as the workers declare it.
 QUORUM = build_queues("quorum")
@@ -41,100 +36,10 @@ QUORUM = build_queues("quorum")
 #: Seconds a test waits for its tasks, a node or a leader.
 DEADLINE = 180.0
 
-#: Port ranges of the session's cluster: away from the shared broker and from
-#: the single private nodes (5700-5799).
-CLUSTER_AMQP_PORTS = range(5850, 5950)
-CLUSTER_DIST_PORTS = range(25850, 25950)
-CLUSTER_MANAGEMENT_PORTS = range(15850, 15950)
-
 
 def show(scenario: str, report: LedgerReport) -> None:
     """Print a test's ledger (``pytest -s`` shows it)."""
     print(f"\nLEDGER cluster: {scenario}: {report}")
-
-
-@pytest.fixture(scope="session")
-def test_network() -> Iterator[TestNetwork | None]:
-    """A network namespace per cluster node, when this session may make them
-    (root and ``ip``); ``None`` otherwise: the nodes then share loopback and
-    only the partition scenario cannot run."""
-    if not netns.available():
-        yield None
-        return
-    amqp, *_ = free_port_block(3, CLUSTER_AMQP_PORTS, CLUSTER_DIST_PORTS)
-    network = TestNetwork(tag=amqp)
-    network.create()
-    try:
-        yield network
-    finally:
-        network.destroy()
-
-
-@pytest.fixture(scope="session")
-def rabbitmq_cluster(
-    tmp_path_factory: pytest.TempPathFactory, test_network: TestNetwork | None
-) -> Iterator[LocalCluster]:
-    """Three clustered RabbitMQ nodes, management on each, for the session:
-    each on a test host of its own when there is a test network."""
-    server = require_executable(RABBITMQ_SERVER, "RabbitMQ server")
-    amqp, dist, management = free_port_block(
-        3, CLUSTER_AMQP_PORTS, CLUSTER_DIST_PORTS, CLUSTER_MANAGEMENT_PORTS
-    )
-    hosts = test_network.hosts if test_network else ()
-    prefix = f"rdc{amqp}"
-    nodenames = [
-        f"{prefix}-{index}@{hosts[index - 1].name if hosts else 'localhost'}" for index in (1, 2, 3)
-    ]
-    compose_lines = [
-        line for line in compose_cluster_settings(nodenames) if not PEER_DISCOVERY.match(line)
-    ]
-    with LocalCluster(
-        tmp_path_factory.mktemp("rabbitmq-cluster"),
-        amqp_base=amqp,
-        dist_base=dist,
-        management_base=management,
-        prefix=prefix,
-        # compose.yaml's cluster settings (its peer-discovery lines, renamed,
-        # are the ones LocalCluster writes), and a silent peer noticed in
-        # about 10 s instead of about a minute.
-        config_lines=[*compose_lines, "net_ticktime = 10"],
-        hosts=hosts,
-        server=server,
-    ) as cluster:
-        yield cluster
-
-
-#: compose.yaml's cluster profile configuration (beside rabbitmq.conf).
-COMPOSE_CLUSTER_CONF = Path(__file__).resolve().parents[2] / "conf" / "rabbitmq" / "cluster.conf"
-#: A compose node's name: ``rabbit@`` and the service (host) name.
-COMPOSE_NODE = re.compile(r"\brabbit@rabbitmq-(\d+)\b")
-#: The lines that choose peer discovery and name the peers.
-PEER_DISCOVERY = re.compile(
-    r"^cluster_formation\.(peer_discovery_backend|classic_config\.nodes\.\d+)\s*="
-)
-
-
-def conf_settings(text: str) -> list[str]:
-    """A ``rabbitmq.conf``'s ``key = value`` lines, normalised."""
-    found = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            found.append(f"{key.strip()} = {value.strip()}")
-    return found
-
-
-def compose_cluster_settings(nodenames: list[str]) -> list[str]:
-    """compose's ``cluster.conf`` settings, each compose node renamed to its
-    local twin (``rabbit@rabbitmq-2`` -> ``nodenames[1]``)."""
-
-    def rename(match: re.Match[str]) -> str:
-        return nodenames[int(match.group(1)) - 1]
-
-    return [
-        COMPOSE_NODE.sub(rename, line) for line in conf_settings(COMPOSE_CLUSTER_CONF.read_text())
-    ]
 
 
 def management_of(cluster: LocalCluster) -> ManagementAPI:
@@ -279,32 +184,3 @@ def cluster_workers(
         yield group
     finally:
         group.stop(timeout=60)
-
-
-class Producer(threading.Thread):
-    """Sends ``add``/``sub`` alternately from a thread of its own; each publish
-    returns (``ledger.sent``) or raises (``ledger.refused``). After
-    ``pause_at`` tasks it waits for ``resume``, so the rest of the stream is
-    published through whatever the test does to the cluster."""
-
-    def __init__(self, app: Celery, ledger: Ledger, count: int, pause_at: int) -> None:
-        super().__init__(name="cluster-producer", daemon=True)
-        self.app, self.ledger, self.count, self.pause_at = app, ledger, count, pause_at
-        self.paused = threading.Event()
-        self.resume = threading.Event()
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        for index in range(self.count):
-            if index == self.pause_at:
-                self.paused.set()
-                self.resume.wait(DEADLINE)
-            task_id = str(uuid.uuid4())
-            task = add if index % 2 == 0 else sub
-            try:
-                self.app.send_task(task.name, (index, 1), task_id=task_id, ignore_result=True)
-            except OperationalError as exc:
-                self.ledger.refused([task_id])
-                self.errors.append(repr(exc))
-            else:
-                self.ledger.sent([task_id])

@@ -14,15 +14,12 @@ with the ids the ledger says ran, and prints the figures.
 
 from __future__ import annotations
 
-import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from amqp.exceptions import NotFound
 from celery import Celery
-from kombu.exceptions import OperationalError
 from pytest_celery import CeleryBrokerCluster, CeleryTestWorker, RabbitMQTestBroker
 
 from routing_demo.testing.defaults import RABBITMQ_SERVER
@@ -33,7 +30,7 @@ from routing_demo.testing.fixtures import (  # noqa: F401  (fixtures used by nam
     celery_setup_cls,
     local_worker_factory,
 )
-from routing_demo.testing.ledger import Ledger, LedgerReport
+from routing_demo.testing.ledger import Ledger, LedgerReport, Producer  # noqa: F401
 from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
 from routing_demo.testing.services import require_executable
 from routing_demo.topology import TASK_QUEUES, dead_letter_queue
@@ -116,35 +113,3 @@ def start_workers(workers: list[CeleryTestWorker]) -> list[CeleryTestWorker]:
     for worker in workers:
         worker.ready()
     return workers
-
-
-class Producer(threading.Thread):
-    """Sends ``add``/``sub`` tasks alternately from a thread of its own.
-
-    Every publish either returns (the id goes to ``ledger.sent``) or raises
-    (``ledger.refused``): the sender knows the fate of each. After ``pause_at``
-    tasks it waits for ``resume`` (set by the test once the broker is down),
-    so the rest is published through the outage.
-    """
-
-    def __init__(self, app: Celery, ledger: Ledger, count: int, pause_at: int) -> None:
-        super().__init__(name="producer", daemon=True)
-        self.app, self.ledger, self.count, self.pause_at = app, ledger, count, pause_at
-        self.paused = threading.Event()
-        self.resume = threading.Event()
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        for index in range(self.count):
-            if index == self.pause_at:
-                self.paused.set()
-                self.resume.wait(RUN_TIMEOUT)
-            task_id = str(uuid.uuid4())
-            name, args = (ADD, (index, 1)) if index % 2 == 0 else (SUB, (index, 1))
-            try:
-                self.app.send_task(name, args, task_id=task_id, ignore_result=True)
-            except OperationalError as exc:
-                self.ledger.refused([task_id])
-                self.errors.append(repr(exc))
-            else:
-                self.ledger.sent([task_id])
