@@ -19,6 +19,9 @@ import pytest
 from routing_demo.rabbitmq import ManagementAPI
 from routing_demo.testing.services import unavailable
 
+# The session's RabbitMQ cluster, for the cluster tier and the routing suite.
+from .cluster.session import rabbitmq_cluster, test_network  # noqa: F401
+
 #: The broker and Redis the integration tier uses; each test session works in
 #: throw-away vhosts of this broker, never in its default vhost.
 BROKER_URL = os.environ.get("ROUTING_DEMO_TEST_BROKER", "pyamqp://guest:guest@127.0.0.1:5672")

@@ -12,19 +12,26 @@ from kombu import Connection
 from kombu.message import Message
 
 from routing_demo.celery import DEFAULT_CONFIG_MODULE
-from routing_demo.topology import dead_letter_queue
+from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.topology import QUEUES, Queues, dead_letter_queue
 from routing_demo.workers import WorkerGroup, WorkerNode
 
 
-def make_client(broker_url: str, backend_url: str) -> Celery:
-    """A client app with the project's configuration, bound to one vhost.
+def make_client(broker_url: str, backend_url: str, queues: Queues = QUEUES) -> Celery:
+    """A client app with the project's configuration, bound to one vhost,
+    declaring ``queues`` (the workers' queue type).
 
     A new app rather than ``routing_demo.celery_app``: that one keeps the
     connection pool of whatever broker it first used.
     """
     app = Celery("routing_demo-client", set_as_current=False)
     app.config_from_object(DEFAULT_CONFIG_MODULE)
-    app.conf.update(broker_url=broker_url, result_backend=backend_url)
+    app.conf.update(
+        broker_url=broker_url,
+        result_backend=backend_url,
+        task_queues=queues.task_queues,
+        task_default_queue_type=queues.queue_type,
+    )
     return app
 
 
@@ -38,6 +45,10 @@ class Stack:
     vhost: str
     client: Celery
     workers: WorkerGroup
+    #: The broker's management API (the shared node's, or a cluster node's).
+    management: ManagementAPI
+    #: The queues as the workers declare them (classic, or quorum on a cluster).
+    queues: Queues = QUEUES
 
     @property
     def env(self) -> dict[str, str]:

@@ -105,7 +105,13 @@ def stack(
     try:
         workers.wait_ready(client)
         yield LibrabbitmqStack(
-            backend, broker_url, backend_url, broker_url.rsplit("/", 1)[1], client, workers
+            backend,
+            broker_url,
+            backend_url,
+            broker_url.rsplit("/", 1)[1],
+            client,
+            workers,
+            request.getfixturevalue("management"),
         )
     finally:
         workers.stop()

@@ -16,12 +16,20 @@ import time
 import pytest
 from kombu import Queue
 
-from routing_demo.rabbitmq import ManagementAPI
 from routing_demo.topology import TASK_QUEUES, dead_letter_queue, task_exchange, unroutable_queue
 
+from .conftest import STACKS, Stacks
 from .stack import Stack, consumers_paused
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session", params=STACKS)
+def stack(request: pytest.FixtureRequest, stacks: Stacks) -> Stack:
+    """The routing proofs run on every stack: the shared node with each result
+    backend, and the 3-node cluster with quorum queues."""
+    return stacks.get(request)
+
 
 ADD, SUB, MUL = "routing_demo.tasks.add", "routing_demo.tasks.sub", "routing_demo.tasks.mul"
 #: Which worker (by base name) must run each task: add and sub have routes,
@@ -96,25 +104,31 @@ def test_when_consumers_paused_then_each_message_sits_in_its_own_queue(stack: St
     ]
 
 
-def test_when_workers_declared_topology_then_broker_has_its_bindings(
-    stack: Stack, management: ManagementAPI
-) -> None:
+def test_when_workers_declared_topology_then_broker_has_its_bindings(stack: Stack) -> None:
+    management = stack.management
     bindings = {
         (binding["source"], binding["destination"], binding["routing_key"])
         for binding in management.bindings(stack.vhost)
         if binding["source"]  # the default exchange's implicit bindings are noise
     }
     expected = {(task_exchange.name, queue.name, queue.routing_key) for queue in TASK_QUEUES}
+    if stack.queues.queue_type == "quorum":
+        # Native delayed delivery binds each task queue again with ``#.<key>``:
+        # a delayed message comes back with its delay's bits before the key.
+        expected |= {
+            (task_exchange.name, queue.name, f"#.{queue.routing_key}") for queue in TASK_QUEUES
+        }
     holding = (dead_letter_queue, unroutable_queue)
     expected |= {(queue.exchange.name, queue.name, "") for queue in holding}
     assert expected <= bindings
     # No binding from our exchanges to anything the topology does not declare.
     ours = {task_exchange.name, *(queue.exchange.name for queue in holding)}
     assert {binding for binding in bindings if binding[0] in ours} == expected
-    for queue in TASK_QUEUES:
+    for queue in stack.queues.task_queues:
         broker_queue = management.queue(stack.vhost, queue.name)
         assert broker_queue["durable"] is True
         assert broker_queue["arguments"] == queue.queue_arguments
+        assert broker_queue["type"] == stack.queues.queue_type
     exchange = next(x for x in management.exchanges(stack.vhost) if x["name"] == task_exchange.name)
     assert (exchange["type"], exchange["durable"]) == (task_exchange.type, True)
     assert exchange["arguments"] == {"alternate-exchange": unroutable_queue.exchange.name}
