@@ -6,15 +6,24 @@ test meant to do.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
+from amqp.exceptions import NotFound
 from celery import Celery
+from kombu import Queue
 from pytest_celery import CeleryTestSetup, CeleryTestWorker
 
 from .defaults import READY_TIMEOUT
 from .process import wait_until
 
-__all__ = ["QueueCounts", "queue_counts", "wait_for_log_count", "workers_by_queue"]
+__all__ = [
+    "QueueCounts",
+    "purge_queues",
+    "queue_counts",
+    "wait_for_log_count",
+    "workers_by_queue",
+]
 
 
 class QueueCounts(NamedTuple):
@@ -51,3 +60,16 @@ def wait_for_log_count(
         timeout=timeout,
         message=f"{worker.hostname()} did not log {text!r} {count} times",
     )
+
+
+def purge_queues(broker_url: str, queues: Iterable[Queue]) -> None:
+    """Empty ``queues`` (those that exist) on ``broker_url``: what a former
+    test left must not count for the next one."""
+    with Celery(broker=broker_url, set_as_current=False).connection_for_write() as connection:
+        for queue in queues:
+            channel = connection.channel()
+            try:
+                channel.queue_purge(queue.name)
+            except NotFound:
+                continue
+            channel.close()

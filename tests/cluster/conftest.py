@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from amqp.exceptions import NotFound
 from celery import Celery
 
 from routing_demo.celery import RoutingDemoCelery
 from routing_demo.local_rabbitmq import LocalCluster, LocalNode
 from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.testing.checks import purge_queues
 from routing_demo.testing.ledger import Ledger, LedgerReport, Producer  # noqa: F401
 from routing_demo.topology import build_queues
 from routing_demo.workers import WorkerGroup, worker_nodes
@@ -97,19 +97,6 @@ def wait_unacked_zero(cluster: LocalCluster) -> None:
     wait_until(settled, timeout=DEADLINE, message="task queues kept messages", interval=1.0)
 
 
-def purge(cluster: LocalCluster) -> None:
-    """Empty the task and dead-letter queues a former test may have left."""
-    app = Celery(broker=cluster.broker_url)
-    with app.connection_for_write() as connection:
-        for queue in (*QUORUM.task_queues, QUORUM.dead_letter):
-            channel = connection.channel()
-            try:
-                channel.queue_purge(queue.name)
-            except NotFound:
-                continue
-            channel.close()
-
-
 @pytest.fixture
 def cluster(rabbitmq_cluster: LocalCluster) -> LocalCluster:
     """The session's cluster, every node running and every queue whole."""
@@ -118,7 +105,7 @@ def cluster(rabbitmq_cluster: LocalCluster) -> LocalCluster:
             rabbitmq_cluster.start_node(node, DEADLINE)
     if any(queue_info_safe(rabbitmq_cluster, q.name) for q in QUORUM.task_queues):
         wait_quorum_whole(rabbitmq_cluster)
-    purge(rabbitmq_cluster)
+    purge_queues(rabbitmq_cluster.broker_url, (*QUORUM.task_queues, QUORUM.dead_letter))
     return rabbitmq_cluster
 
 

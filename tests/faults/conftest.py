@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from amqp.exceptions import NotFound
-from celery import Celery
 from pytest_celery import CeleryBrokerCluster, CeleryTestWorker, RabbitMQTestBroker
 
+from routing_demo.testing.checks import purge_queues
 from routing_demo.testing.defaults import RABBITMQ_SERVER
 from routing_demo.testing.fixtures import (  # noqa: F401  (fixtures used by name)
     celery_backend,
@@ -65,25 +64,13 @@ def fault_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRabb
         yield node
 
 
-def purge_task_queues(url: str) -> None:
-    """Empty the task and dead-letter queues a former test may have left."""
-    with Celery(broker=url).connection_for_write() as connection:
-        for queue in (*TASK_QUEUES, dead_letter_queue):
-            channel = connection.channel()
-            try:
-                channel.queue_purge(queue.name)
-            except NotFound:
-                continue
-            channel.close()
-
-
 @pytest.fixture
 def broker_node(fault_node: PrivateRabbitMQNode) -> PrivateRabbitMQNode:
     """The private node, running, with empty task queues."""
     if fault_node.status != "running":
         fault_node.start()
         fault_node.ready()
-    purge_task_queues(fault_node.url)
+    purge_queues(fault_node.url, (*TASK_QUEUES, dead_letter_queue))
     return fault_node
 
 
