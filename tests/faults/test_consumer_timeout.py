@@ -21,14 +21,14 @@ import pytest
 from celery import Celery
 from pytest_celery import CeleryBrokerCluster, RabbitMQTestBroker
 
-from routing_demo.testing.checks import queue_counts
+from routing_demo.testing.checks import purge_queues, queue_counts
 from routing_demo.testing.ledger import Ledger
 from routing_demo.testing.process import wait_until
 from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
-from routing_demo.topology import add_queue
+from routing_demo.topology import TASK_QUEUES, add_queue, dead_letter_queue
 from routing_demo.workers import WorkerNode
 
-from .conftest import RUN_TIMEOUT, make_node, purge_task_queues, show
+from .conftest import RUN_TIMEOUT, make_node, show
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def timeout_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRa
 
 @pytest.fixture
 def celery_broker_cluster(timeout_node: PrivateRabbitMQNode) -> CeleryBrokerCluster:
-    purge_task_queues(timeout_node.url)
+    purge_queues(timeout_node.url, (*TASK_QUEUES, dead_letter_queue))
     return CeleryBrokerCluster(RabbitMQTestBroker(timeout_node))
 
 
