@@ -11,8 +11,10 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.backends.rpc import RPCBackend as CeleryRPCBackend
 from kombu.exceptions import OperationalError
 
+from .backends import RPCBackend
 from .publish import BoundedPublish, PublishFailed
 from .quorum import round_up_short_delay
 from .sent_state import install as record_sent_state
@@ -34,6 +36,14 @@ class RoutingDemoCelery(Celery):
     through native delayed delivery (quorum queues), which cannot express
     less and would raise ``ValueError`` instead. See ``routing_demo.quorum``.
     """
+
+    def _get_backend(self) -> Any:
+        """Celery's backend for ``result_backend``, with ``rpc://`` served by
+        ``routing_demo.backends.RPCBackend`` (see there)."""
+        backend = super()._get_backend()
+        if type(backend) is CeleryRPCBackend:
+            return RPCBackend(app=self, url=backend.url)
+        return backend
 
     def send_task(
         self,
