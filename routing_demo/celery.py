@@ -7,14 +7,17 @@ starts.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from typing import Any
 
 from celery import Celery
+from celery.app import backends
 from celery.backends.rpc import RPCBackend as CeleryRPCBackend
 from kombu.exceptions import OperationalError
 
 from .backends import RPCBackend
+from .batch import active_batch, batch_producer
 from .publish import BoundedPublish, PublishFailed
 from .quorum import round_up_short_delay
 from .sent_state import install as record_sent_state
@@ -26,6 +29,13 @@ __all__ = ["DEFAULT_CONFIG_MODULE", "RoutingDemoCelery", "app"]
 DEFAULT_CONFIG_MODULE = "conf.celeryconfig"
 
 
+#: Set while ``send_task`` sends one task on its own: the producer it
+#: acquires is Celery's, with a confirm wait per message.
+_sending_one: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "routing_demo_sending_one", default=False
+)
+
+
 class RoutingDemoCelery(Celery):
     """Celery, with countdowns that quorum queues can take and a publish
     that ends within ``publish_timeout`` (``routing_demo.publish``).
@@ -35,15 +45,29 @@ class RoutingDemoCelery(Celery):
     under one second is rounded up to one second when the task would travel
     through native delayed delivery (quorum queues), which cannot express
     less and would raise ``ValueError`` instead. See ``routing_demo.quorum``.
+
+    Inside ``routing_demo.batch.pipelined`` (and in a ``group``) the send
+    joins the batch: its confirm is collected with the others'.
     """
 
     def _get_backend(self) -> Any:
         """Celery's backend for ``result_backend``, with ``rpc://`` served by
         ``routing_demo.backends.RPCBackend`` (see there)."""
-        backend = super()._get_backend()
-        if type(backend) is CeleryRPCBackend:
-            return RPCBackend(app=self, url=backend.url)
-        return backend
+        backend_cls, url = backends.by_url(
+            self.backend_cls or self.conf.result_backend, self.loader
+        )
+        if backend_cls is CeleryRPCBackend:
+            backend_cls = RPCBackend
+        return backend_cls(app=self, url=url)
+
+    def producer_or_acquire(self, producer: Any = None) -> Any:
+        """Celery's producer for a caller that sends through a producer of its
+        own acquiring, which means several tasks (a ``group``, a chord's
+        header): here a pipelined batch's producer (``routing_demo.batch``),
+        so that the tasks are confirmed together, not one by one."""
+        if producer is None and not _sending_one.get() and not self.conf.task_always_eager:
+            return batch_producer(self)
+        return super().producer_or_acquire(producer)
 
     def send_task(
         self,
@@ -55,7 +79,19 @@ class RoutingDemoCelery(Celery):
         **options: Any,
     ) -> Any:
         countdown, eta = round_up_short_delay(self, countdown, eta)
+        batch = active_batch(self)
+        if batch is not None and options.get("producer") in (None, batch.producer):
+            # The batch confirms this message, and republishes it if need be.
+            options.update(producer=batch.producer, retry=False, countdown=countdown, eta=eta)
+            return batch.send(
+                name,
+                args,
+                kwargs,
+                options,
+                lambda: super(RoutingDemoCelery, self).send_task(name, args, kwargs, **options),
+            )
         publish = BoundedPublish(self, name)
+        token = _sending_one.set(True)
         try:
             return super().send_task(
                 name, args, kwargs, countdown=countdown, eta=eta, **publish.options(options)
@@ -64,6 +100,8 @@ class RoutingDemoCelery(Celery):
             raise
         except OperationalError as exc:
             raise publish.failure(exc) from exc
+        finally:
+            _sending_one.reset(token)
 
 
 app = RoutingDemoCelery("routing_demo")

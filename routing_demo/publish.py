@@ -25,7 +25,7 @@ from amqp.exceptions import MessageNacked
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-__all__ = ["BoundedPublish", "PublishFailed", "PublishTimeout"]
+__all__ = ["BoundedPublish", "PublishFailed", "PublishTimeout", "explain"]
 
 
 class PublishFailed(OperationalError):
@@ -77,20 +77,26 @@ class BoundedPublish:
 
     def explain(self, last: BaseException) -> str:
         """What the broker did, from every error the attempts met."""
-        seen = [*self.errors, last, getattr(last, "__cause__", None)]
-        if any(isinstance(error, MessageNacked) for error in seen):
-            return (
-                "RabbitMQ refused the message (basic.nack): a quorum queue without a "
-                "majority of its members online, or a full queue, takes no message"
-            )
-        if any(isinstance(error, (socket.timeout, TimeoutError)) for error in seen):
-            return (
-                f"RabbitMQ did not confirm the message within {self.confirm_timeout:g}s "
-                "(publish_confirm_timeout): a quorum queue without a majority of its "
-                "members online, or a broker that blocks publishers, does not answer"
-            )
-        return f"RabbitMQ could not be reached ({last})"
+        return explain(self.errors, last, self.confirm_timeout)
 
     def failure(self, exc: OperationalError) -> PublishFailed:
         """The error the sender gets for a publish kombu gave up on."""
         return PublishFailed(f"publishing {self.name} failed: {self.explain(exc)}")
+
+
+def explain(errors: list[BaseException], last: BaseException, confirm_timeout: float | None) -> str:
+    """What the broker did, read from the errors a publish met (``last`` and
+    its cause included): refused, silent, or out of reach."""
+    seen = [*errors, last, getattr(last, "__cause__", None)]
+    if any(isinstance(error, MessageNacked) for error in seen):
+        return (
+            "RabbitMQ refused the message (basic.nack): a quorum queue without a "
+            "majority of its members online, or a full queue, takes no message"
+        )
+    if any(isinstance(error, (socket.timeout, TimeoutError)) for error in seen):
+        return (
+            f"RabbitMQ did not confirm the message within {confirm_timeout or 0:g}s "
+            "(publish_confirm_timeout): a quorum queue without a majority of its "
+            "members online, or a broker that blocks publishers, does not answer"
+        )
+    return f"RabbitMQ could not be reached ({last})"

@@ -14,8 +14,14 @@ record *only if no record exists yet* (``SET NX``), which matters because a fast
 worker may already have stored ``STARTED`` or ``SUCCESS`` before the publisher
 gets here; a plain write would then turn a finished task back into ``SENT``.
 The ``rpc://`` backend has no store another process could read, and other
-backends are left alone. Nothing runs on the worker's side: the cost is one
-Redis command per publish, in the publisher.
+backends are left alone. Nothing runs on the worker's side.
+
+The publisher does not wait for Redis either: the records go to a
+``SentWriter``, a thread that writes whatever has queued up in one Redis
+pipeline, so a send costs a queue append, not a Redis round trip. A record
+lands within milliseconds of its send, and the writer flushes what is left
+when the process exits. A task of a pipelined batch (``routing_demo.batch``)
+is recorded only once RabbitMQ confirmed it.
 
 Celery's ``after_task_publish`` signal is process-wide and names only the
 task, so another app publishing in the same process (a test's app, an
@@ -26,7 +32,12 @@ and the receiver records only its own app's tasks, in its own app's backend.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
+import logging
+import os
+import queue
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -38,7 +49,18 @@ from celery.backends.base import Backend
 from celery.backends.redis import RedisBackend
 from celery.signals import after_task_publish
 
-__all__ = ["SENT", "SentStateAMQP", "install", "records_sent_state", "suppressed"]
+__all__ = [
+    "SENT",
+    "SentStateAMQP",
+    "SentWriter",
+    "install",
+    "publishing",
+    "records_sent_state",
+    "suppressed",
+    "writer_for",
+]
+
+logger = logging.getLogger(__name__)
 
 #: The state a published but not yet started task reads as.
 SENT = "SENT"
@@ -55,6 +77,17 @@ _publishing_app: contextvars.ContextVar[Celery | None] = contextvars.ContextVar(
 )
 
 
+@contextmanager
+def publishing(app: Celery) -> Iterator[None]:
+    """``app`` is the one publishing while the block runs (its
+    ``after_task_publish`` receivers record SENT)."""
+    token = _publishing_app.set(app)
+    try:
+        yield
+    finally:
+        _publishing_app.reset(token)
+
+
 class SentStateAMQP(AMQP):
     """Celery's AMQP, with a publish that says which app is publishing while
     the ``after_task_publish`` receivers run."""
@@ -64,13 +97,90 @@ class SentStateAMQP(AMQP):
         app = self.app
 
         def send_task_message(*args: Any, **kwargs: Any) -> Any:
-            token = _publishing_app.set(app)
-            try:
+            with publishing(app):
                 return send(*args, **kwargs)
-            finally:
-                _publishing_app.reset(token)
 
         return send_task_message
+
+
+class SentWriter:
+    """Writes SENT records to Redis from a thread of its own, each batch of
+    queued records in one pipeline (``SET … NX EX``).
+
+    One per backend and process: after a fork the child starts its own
+    thread on its first record. ``flush`` waits until everything queued so
+    far is written; the process's exit flushes too.
+    """
+
+    #: Records written per pipeline at most.
+    chunk = 1000
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self.backend = backend
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def add(self, key: bytes | str, value: Any) -> None:
+        """Queue one record; the thread writes it soon."""
+        if self._pid != os.getpid():
+            self._start()
+        self._queue.put((key, value))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every record queued so far is written."""
+        if self._pid != os.getpid():
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._queue = queue.SimpleQueue()
+            threading.Thread(target=self._run, name="routing_demo-sent-writer", daemon=True).start()
+            self._pid = os.getpid()
+            atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            while len(items) < self.chunk:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            records = [item for item in items if isinstance(item, tuple)]
+            if records:
+                self._write(records)
+            for item in items:
+                if isinstance(item, threading.Event):
+                    item.set()
+
+    def _write(self, records: list[tuple[Any, Any]]) -> None:
+        try:
+            pipe = self.backend.client.pipeline(transaction=False)
+            for key, value in records:
+                pipe.set(key, value, nx=True, ex=self.backend.expires or None)
+            pipe.execute()
+        except Exception:  # a lost SENT record leaves the task PENDING, nothing worse
+            logger.warning("could not record SENT for %d tasks", len(records), exc_info=True)
+
+
+#: One writer per backend object.
+_writers: dict[int, SentWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def writer_for(backend: RedisBackend) -> SentWriter:
+    """The ``SentWriter`` of ``backend`` (made on first use)."""
+    with _writers_lock:
+        writer = _writers.get(id(backend))
+        if writer is None or writer.backend is not backend:
+            writer = _writers[id(backend)] = SentWriter(backend)
+        return writer
 
 
 def records_sent_state(backend: Backend) -> bool:
@@ -134,12 +244,15 @@ def install(app: Celery) -> None:
             "routing_key": routing_key,
             "date_sent": datetime.now(timezone.utc).isoformat(),
         }
-        backend.client.set(
-            backend.get_key_for_task(task_id),
-            backend.encode(meta),
-            nx=True,
-            ex=backend.expires or None,
-        )
+        writer = writer_for(backend)
+        key, value = backend.get_key_for_task(task_id), backend.encode(meta)
+        from .batch import active_batch  # batch imports this module
+
+        batch = active_batch(app)
+        if batch is not None:
+            batch.when_confirmed(task_id, lambda: writer.add(key, value))
+        else:
+            writer.add(key, value)
 
     after_task_publish.connect(
         record_sent, weak=False, dispatch_uid=f"routing_demo.sent_state:{id(app)}"

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from celery import Celery
 
-from routing_demo.sent_state import SENT, install
+from routing_demo.sent_state import SENT, install, writer_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +39,8 @@ def test_when_two_apps_publish_then_only_the_installing_apps_tasks_read_sent(
     recording, other = apps
     own = recording.send_task(ADD, (1, 2))
     foreign = other.send_task(ADD, (3, 4))
+    # The records are written by a thread of their own, soon after the send.
+    assert writer_for(recording.backend).flush()
     try:
         meta = recording.backend.get_task_meta(own.id)
         assert (meta["status"], meta["name"], meta["routing_key"]) == (SENT, ADD, "add")
