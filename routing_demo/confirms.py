@@ -86,7 +86,8 @@ class ConfirmWindow:
 
     ``connection`` is a kombu connection (a pooled one is fine: the window
     opens a channel of its own and closes it in ``close``). ``on_confirmed``
-    is called with each message once RabbitMQ confirmed it.
+    is called with each message once RabbitMQ confirmed it (never before
+    the ``publish`` call that sent it has returned).
     """
 
     def __init__(
@@ -183,11 +184,14 @@ class ConfirmWindow:
             task_id=_task_id(message),
         )
         self.published += 1
-        self._send([item])
+        # Confirms are read before the next publish, never right after this
+        # one: the caller learns of this message's confirm (``on_confirmed``)
+        # only once it has returned from this call.
         if self._readable():
             self._wait_some(timeout=self.confirm_timeout)
         while len(self.unconfirmed) >= self.window:
             self._wait_some(timeout=self.confirm_timeout)
+        self._send([item])
 
     def _send(self, items: list[Outstanding]) -> None:
         # Every message is registered under the delivery tag it will get

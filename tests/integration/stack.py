@@ -17,14 +17,22 @@ from routing_demo.topology import QUEUES, Queues, dead_letter_queue
 from routing_demo.workers import WorkerGroup, WorkerNode
 
 
-def make_client(broker_url: str, backend_url: str, queues: Queues = QUEUES) -> Celery:
+def make_client(
+    broker_url: str,
+    backend_url: str,
+    queues: Queues = QUEUES,
+    app_cls: type[Celery] = Celery,
+    name: str = "routing_demo-client",
+) -> Celery:
     """A client app with the project's configuration, bound to one vhost,
-    declaring ``queues`` (the workers' queue type).
+    declaring ``queues`` (the workers' queue type). ``app_cls``
+    ``RoutingDemoCelery`` gives the shipped app's own sending (pipelined
+    batches, bounded publish).
 
     A new app rather than ``routing_demo.celery_app``: that one keeps the
     connection pool of whatever broker it first used.
     """
-    app = Celery("routing_demo-client", set_as_current=False)
+    app = app_cls(name, set_as_current=False)
     app.config_from_object(DEFAULT_CONFIG_MODULE)
     app.conf.update(
         broker_url=broker_url,
