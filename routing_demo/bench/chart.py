@@ -1,6 +1,7 @@
-"""The PNG: throughput of every measurement against its ceiling, and latency.
+"""The PNG: each configuration's send and drain side by side (peers and
+ceilings included, the shipped app highlighted), and latency.
 
-matplotlib is optional (the ``bench`` dependency group): without it the
+matplotlib is optional (the ``report`` dependency group): without it the
 bench writes the table and the JSON and says that the chart was skipped.
 """
 
@@ -10,7 +11,44 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_chart"]
+__all__ = ["grouped_rates", "write_chart"]
+
+#: (row kind, colour) of the two bars of a configuration.
+SEND = ("send", "#1f77b4")
+DRAIN = ("drain", "#ff7f0e")
+#: Which metric is a configuration's send bar and which its drain bar.
+SEND_METRICS = ("send", "publish", "send_group", "send_all", "send_pipelined")
+DRAIN_METRICS = ("drain", "consume_ack")
+#: Measurements that run the shipped app.
+SHIPPED_IDS = ("celery/default", "shipped/rpc", "shipped/redis")
+
+
+def grouped_rates(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One group per configuration with its send and drain rows (``None``
+    where not measured), in table order. A batch send way of the shipped
+    app (``send_group`` …) is a group of its own, send only."""
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        metric, mid = row["metric"], row["measurement"]
+        if metric in DRAIN_METRICS:
+            key, kind = mid, "drain"
+        elif metric in SEND_METRICS:
+            key = mid if metric in ("send", "publish") else f"{mid} {metric}"
+            kind = "send"
+        else:
+            continue
+        group = groups.setdefault(
+            key,
+            {
+                "label": f"{key}  [{row.get('keeps', '?')}]",
+                "shipped": mid in SHIPPED_IDS,
+                "peer": mid.startswith("peer/"),
+                "send": None,
+                "drain": None,
+            },
+        )
+        group[kind] = row
+    return list(groups.values())
 
 
 def write_chart(document: Mapping[str, Any], path: Path) -> str | None:
@@ -24,32 +62,45 @@ def write_chart(document: Mapping[str, Any], path: Path) -> str | None:
         return f"chart skipped: matplotlib is not installed ({exc})"
 
     rows: Sequence[Mapping[str, Any]] = document["rows"]
-    rates = [r for r in rows if r["unit"] != "ms"]
+    groups = grouped_rates(rows)
     latencies = [r for r in rows if r["unit"] == "ms"]
     fig, (top, bottom) = plt.subplots(
         2,
         1,
-        figsize=(11, 3 + 0.28 * len(rates)),
-        gridspec_kw={"height_ratios": [max(len(rates), 1), max(len(latencies), 1) / 2 + 2]},
+        figsize=(11, 3 + 0.42 * len(groups)),
+        gridspec_kw={"height_ratios": [max(len(groups), 1), max(len(latencies), 1) / 3 + 2]},
     )
-    labels = [f"{r['measurement']}  {r['metric']}" for r in rates]
-    values = [r["value"] for r in rates]
-    colours = [
-        "#888888" if r["measurement"].startswith("raw/")
-        else "#d62728" if r["measurement"] in ("celery/default", "e2e/rpc")
-        else "#1f77b4"
-        for r in rates
-    ]  # fmt: skip
-    top.barh(range(len(rates)), values, color=colours)
-    top.set_yticks(range(len(rates)), labels, fontsize=7)
+    height = 0.4
+    for index, group in enumerate(groups):
+        if group["shipped"]:
+            top.axhspan(index - 0.5, index + 0.5, color="#ffe9a8", zorder=0)
+        for offset, (kind, colour) in ((-height / 2, SEND), (height / 2, DRAIN)):
+            row = group[kind]
+            if row is None:
+                continue
+            top.barh(index + offset, row["value"], height=height, color=colour, zorder=2)
+            top.text(row["value"], index + offset, f" {row['value']:.0f}", va="center", fontsize=6)
+    top.set_yticks(range(len(groups)), [g["label"] for g in groups], fontsize=7)
+    for tick, group in zip(top.get_yticklabels(), groups, strict=True):
+        if group["shipped"]:
+            tick.set_fontweight("bold")
+        elif group["peer"]:
+            tick.set_color("#6a3d9a")
     top.invert_yaxis()
     top.set_xlabel("messages or tasks per second (median over rounds)")
-    for index, row in enumerate(rates):
-        note = "" if row["over_ceiling"] is None else f" {row['over_ceiling']:.2f}x ceiling"
-        top.text(row["value"], index, f" {row['value']:.0f}{note}", va="center", fontsize=6)
+    top.legend(
+        handles=[
+            plt.Rectangle((0, 0), 1, 1, color=SEND[1]),
+            plt.Rectangle((0, 0), 1, 1, color=DRAIN[1]),
+            plt.Rectangle((0, 0), 1, 1, color="#ffe9a8"),
+        ],
+        labels=["send / publish", "drain / consume+ack", "shipped app"],
+        fontsize=7,
+        loc="lower right",
+    )
     top.set_title(
         f"routing_demo bench ({document['mode']}, seed {document['seed']}); "
-        "grey: raw kombu ceiling, red: shipped defaults",
+        "bold on yellow: the shipped app; purple: peers; [C P L R]: guarantees kept",
         fontsize=9,
     )
     bottom.barh(range(len(latencies)), [r["value"] for r in latencies], color="#2ca02c")

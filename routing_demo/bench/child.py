@@ -23,10 +23,48 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if kind == "raw":
         out = raw_ceiling(spec)
         return {**out, "amqp_speedups": amqp_compiled()}
+    if kind == "raw-amqp":
+        from .raw_amqp import rounds
 
-    from ..celery import app
-    from ..tasks import add, sub
+        out = rounds(
+            spec["url"],
+            mode=spec["mode"],
+            count=spec["count"],
+            rounds=spec["rounds"],
+            seed=spec["seed"],
+            queue_type=spec["queue_type"],
+        )
+        return {**out, "amqp_speedups": amqp_compiled()}
+    if kind == "dramatiq":
+        from .measure import dramatiq_rounds
+        from .peers.dramatiq_app import add as dramatiq_add
+        from .peers.dramatiq_app import broker
+
+        try:
+            out = dramatiq_rounds(
+                dramatiq_add,
+                url=spec["url"],
+                processes=spec["processes"],
+                count=spec["count"],
+                rounds=spec["rounds"],
+                seed=spec["seed"],
+            )
+        finally:
+            broker.close()
+        return {**out, "amqp_speedups": amqp_compiled()}
+
     from .measure import celery_rounds, e2e_rounds, latency_samples
+
+    if kind == "plain-celery":
+        from .peers.plain_celery import add as plain_add
+        from .peers.plain_celery import app
+
+        tasks: tuple[Any, ...] = (plain_add,)
+    else:
+        from ..celery import app
+        from ..tasks import add, sub
+
+        tasks = (add, sub)
 
     common = {
         "node": spec["node"],
@@ -36,12 +74,18 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "seed": spec["seed"],
     }
     try:
-        if kind == "celery":
-            out: dict[str, Any] = celery_rounds(app, (add, sub), **common)
+        if kind in ("celery", "plain-celery"):
+            out: dict[str, Any] = celery_rounds(
+                app,
+                tasks,
+                results=spec.get("results", False),
+                batch_sends=spec.get("batch_sends", False),
+                **common,
+            )
         elif kind == "e2e":
-            out = e2e_rounds(app, (add, sub), with_no_results=spec["with_no_results"], **common)
+            out = e2e_rounds(app, tasks, with_no_results=spec["with_no_results"], **common)
             out["latency"] = latency_samples(
-                app, (add, sub), samples=spec["latency_samples"], seed=spec["seed"]
+                app, tasks, samples=spec["latency_samples"], seed=spec["seed"]
             )
         else:
             raise ValueError(f"unknown measurement kind {kind!r}")

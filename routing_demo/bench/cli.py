@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ..rabbitmq import ManagementAPI
-from . import stats
+from . import stats, targets
 from .chart import write_chart
 from .runner import run_bench
 
@@ -77,6 +77,13 @@ EXIT_TARGET_FAILED = 3
     help="Run only measurements whose id contains this text (repeatable).",
 )
 @click.option(
+    "--install-peers/--no-install-peers",
+    default=True,
+    show_default=True,
+    help="Install the bench dependency group (Dramatiq) with pip when it is missing; "
+    "without it the Dramatiq rows are skipped.",
+)
+@click.option(
     "--fail-on-target",
     is_flag=True,
     help=f"Exit {EXIT_TARGET_FAILED} when a target is missed.",
@@ -94,6 +101,7 @@ def bench(
     tasks: int | None,
     rounds: int | None,
     only: tuple[str, ...],
+    install_peers: bool,
     fail_on_target: bool,
 ) -> None:
     """Measure what routing and each setting cost, side by side, in one run.
@@ -140,17 +148,23 @@ def bench(
         only=list(only) or None,
         tasks=tasks,
         rounds=rounds,
+        install_peers=install_peers,
         log=_progress_logger(),
     )
     table = stats.format_table(document["rows"])
     queue_types = stats.format_queue_types(document["queue_types"])
-    targets = stats.format_targets(document["targets"])
+    verdicts = targets.format_targets(document["targets"], judged=document["judged"])
     unavailable = "\n".join(
-        f"transport {name}: unavailable: {info['detail']}"
-        for name, info in document["transports"].items()
-        if not info["available"]
+        [
+            *(
+                f"transport {name}: unavailable: {info['detail']}"
+                for name, info in document["transports"].items()
+                if not info["available"]
+            ),
+            *(f"skipped {what}: {why}" for what, why in document["skipped"].items()),
+        ]
     )
-    text = "\n\n".join(filter(None, [table, queue_types, targets, unavailable])) + "\n"
+    text = "\n\n".join(filter(None, [table, queue_types, verdicts, unavailable])) + "\n"
     (output_dir / "bench.txt").write_text(text)
     (output_dir / "bench.json").write_text(stats.to_json(document))
     skipped = write_chart(document, output_dir / "bench.png")

@@ -5,6 +5,13 @@ results (results cost time, and that cost is measured separately). The
 worker's state keeps a per-task count of accepted tasks and the set of
 requests still reserved; a task is done when it is counted and no longer
 reserved, so "accepted >= N and nothing reserved" is exact.
+
+It also says which of the worker's queues have a consumer. Celery's
+``add_consumer`` and ``cancel_consumer`` answer *before* acting: they leave
+the change to the worker's event loop (``call_soon``), which on an idle
+worker runs it only when the loop next wakes up, up to about ten seconds
+later with the solo pool. The bench asks until the change shows here, and
+each ask wakes the loop.
 """
 
 from __future__ import annotations
@@ -22,4 +29,13 @@ def bench_progress(state, **kwargs):
         "accepted": sum(worker_state.total_count.values()),
         "reserved": len(worker_state.reserved_requests),
         "active": len(worker_state.active_requests),
+        "consuming": sorted(_consuming(state)),
     }
+
+
+def _consuming(state) -> set[str]:
+    """Names of the queues the worker's task consumer has a consumer on."""
+    consumer = getattr(getattr(state, "consumer", None), "task_consumer", None)
+    if consumer is None:
+        return set()
+    return {queue.name for queue in consumer.queues if consumer.consuming_from(queue.name)}

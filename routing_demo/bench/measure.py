@@ -13,13 +13,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from celery import Celery
+from celery import Celery, group
 from celery.result import AsyncResult, ResultSet
 
 __all__ = [
+    "BATCH_SENDS",
+    "GateProgress",
+    "batch_senders",
     "celery_rounds",
+    "dramatiq_rounds",
     "e2e_rounds",
     "latency_samples",
+    "paused_rounds",
     "task_mix",
 ]
 
@@ -71,6 +76,10 @@ class Progress:
             raise TimeoutError(f"{self.node} did not answer bench_progress")
         return replies[0][self.node]
 
+    def finished(self) -> int:
+        """Tasks the worker has accepted since it started."""
+        return self.worker()["accepted"]
+
     def ready_messages(self) -> int:
         return sum(self.channel.queue_declare(q, passive=True).message_count for q in self.queues)
 
@@ -91,10 +100,64 @@ class Progress:
     def pause(self) -> None:
         for queue in self.queues:
             self.app.control.cancel_consumer(queue, destination=[self.node], reply=True)
+        self._until_consuming(set())
 
     def resume(self) -> None:
         for queue in self.queues:
             self.app.control.add_consumer(queue, destination=[self.node], reply=True)
+        self._until_consuming(set(self.queues))
+
+    def _until_consuming(self, wanted: set[str], timeout: float = 30.0) -> None:
+        """Ask until the worker consumes exactly ``wanted`` of our queues:
+        ``add_consumer``/``cancel_consumer`` reply before the worker acts
+        (see :mod:`routing_demo.bench.control`), and each ask wakes its loop."""
+        deadline = time.monotonic() + timeout
+        while set(self.worker().get("consuming", [])) & set(self.queues) != wanted:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.node} does not consume {sorted(wanted)} in time")
+
+
+#: Ways to send a whole batch, besides one ``apply_async`` per task (``send``):
+#: a metric ``send_<name>`` each, timed like ``send``.
+BATCH_SENDS = ("group", "send_all", "pipelined")
+
+
+def batch_senders(app: Celery, *, results: bool) -> tuple[dict[str, Callable], dict[str, str]]:
+    """``send`` and the batch ways this app has: name -> ``f(jobs) -> results``;
+    and name -> why it is missing (``routing_demo.batch`` not importable)."""
+    senders: dict[str, Callable[[Sequence[Job]], list[AsyncResult]]] = {
+        "send": lambda jobs: send(jobs, results=results),
+        "group": lambda jobs: group(task.s(x, y) for task, x, y in jobs).apply_async().results,
+    }
+    missing: dict[str, str] = {}
+    try:
+        from routing_demo import batch
+    except ImportError as exc:
+        for name in ("send_all", "pipelined"):
+            missing[name] = f"routing_demo.batch is not importable ({exc})"
+        return senders, missing
+    if hasattr(batch, "send_all"):
+        senders["send_all"] = lambda jobs: list(
+            batch.send_all([task.s(x, y) for task, x, y in jobs])
+        )
+    else:
+        missing["send_all"] = "routing_demo.batch has no send_all"
+    if hasattr(batch, "pipelined"):
+
+        def pipelined(jobs: Sequence[Job]) -> list[AsyncResult]:
+            with batch.pipelined(app):
+                return [task.s(x, y).apply_async() for task, x, y in jobs]
+
+        senders["pipelined"] = pipelined
+    else:
+        missing["pipelined"] = "routing_demo.batch has no pipelined"
+    return senders, missing
+
+
+def send_metric(way: str) -> str:
+    """The metric a send way is reported as: ``send_group``, ``send_all``,
+    ``send_pipelined``."""
+    return way if way.startswith("send") else f"send_{way}"
 
 
 def celery_rounds(
@@ -106,32 +169,128 @@ def celery_rounds(
     count: int,
     rounds: int,
     seed: int,
+    results: bool = False,
+    batch_sends: bool = False,
     timeout: float = 300.0,
-) -> dict[str, list[float]]:
-    """Per round: send ``count`` tasks (no results) while the worker's
-    consumers are paused, then resume them and time the drain. ``score`` is
-    the whole batch's rate, ``count / (send + drain)``. A first, smaller
-    round warms up the pool and the connections and is not kept."""
-    rng = random.Random(seed)
+) -> dict[str, Any]:
+    """Per round: send ``count`` tasks while the worker's consumers are
+    paused, then resume them and time the drain. ``score`` is the whole
+    batch's rate, ``count / (send + drain)``. ``results``: sent with results
+    stored (the backend's cost lands in the drain). ``batch_sends``: the
+    same again through each batch way (``send_group``, ``send_all``,
+    ``send_pipelined``; their drains are waited for, not recorded). A first,
+    smaller round warms up the pool and the connections and is not kept."""
+    senders, missing = batch_senders(app, results=results)
+    if not batch_sends:
+        senders = {"send": senders["send"]}
+        missing = {}
     progress = Progress(app, node, queues)
-    out: dict[str, list[float]] = {"send": [], "drain": [], "score": []}
     try:
-        for index in range(rounds + 1):
+        out = paused_rounds(
+            progress, senders, tasks=tasks, count=count, rounds=rounds, seed=seed,
+            timeout=timeout, forget=lambda sent: _forget(app, sent),
+        )  # fmt: skip
+    finally:
+        progress.close()
+    if missing:
+        out["missing"] = {send_metric(name): why for name, why in missing.items()}
+    return out
+
+
+def paused_rounds(
+    progress: Any,
+    senders: dict[str, Callable[[Sequence[Job]], Any]],
+    *,
+    tasks: Sequence[Any],
+    count: int,
+    rounds: int,
+    seed: int,
+    timeout: float,
+    forget: Callable[[list[Any]], None] | None = None,
+) -> dict[str, Any]:
+    """The round loop shared by every worker kind. ``progress`` pauses and
+    resumes the worker and knows how many tasks it has finished; ``senders``
+    maps a send way to ``f(jobs)`` (``send`` first: it alone gets ``drain``
+    and ``score``)."""
+    rng = random.Random(seed)
+    out: dict[str, list[float]] = {"send": [], "drain": [], "score": []}
+    out.update({send_metric(name): [] for name in senders if name != "send"})
+    for index in range(rounds + 1):
+        for name, sender in senders.items():
             batch = task_mix(tasks, count if index else max(count // 5, 10), rng)
             progress.pause()
-            accepted = progress.worker()["accepted"] + len(batch)
-            send_s, _ = _timed(lambda batch=batch: send(batch, results=False))
+            finished = progress.finished() + len(batch)
+            send_s, sent = _timed(lambda batch=batch, sender=sender: sender(batch))
             started = time.perf_counter()
             progress.resume()
-            progress.wait_finished(accepted, timeout)
+            progress.wait_finished(finished, timeout)
             drain_s = time.perf_counter() - started
-            if index:
+            if forget is not None and sent:
+                forget(list(sent))
+            if not index:
+                continue
+            if name == "send":
                 out["send"].append(len(batch) / send_s)
                 out["drain"].append(len(batch) / drain_s)
                 out["score"].append(len(batch) / (send_s + drain_s))
+            else:
+                out[send_metric(name)].append(len(batch) / send_s)
+    return out
+
+
+def dramatiq_rounds(
+    actor: Any, *, url: str, processes: int, count: int, rounds: int, seed: int,
+    timeout: float = 300.0,
+) -> dict[str, Any]:  # fmt: skip
+    """``send`` (``actor.send`` per task), ``drain`` and ``score`` for a
+    Dramatiq worker, paused and counted through the bench's gate."""
+    from .peers.gate import GateClient
+
+    progress = GateProgress(GateClient(url, processes), actor.queue_name)
+    try:
+        return paused_rounds(
+            progress,
+            {"send": lambda jobs: [actor.send(x, y) for _, x, y in jobs] and None},
+            tasks=(actor,), count=count, rounds=rounds, seed=seed, timeout=timeout,
+        )  # fmt: skip
     finally:
         progress.close()
-    return out
+
+
+class GateProgress:
+    """:class:`Progress` for a worker behind the bench's gate (Dramatiq)."""
+
+    def __init__(self, client: Any, queue: str) -> None:
+        self.client = client
+        self.queue = queue
+
+    def close(self) -> None:
+        self.client.close()
+
+    def pause(self) -> None:
+        self.client.call("pause")
+
+    def resume(self) -> None:
+        self.client.call("resume")
+
+    def finished(self) -> int:
+        return self.client.done()
+
+    def wait_finished(self, finished: int, timeout: float) -> None:
+        """Like :meth:`Progress.wait_finished`: the broker's ready count
+        first (no load on the worker), then the processes' own counts."""
+        deadline = time.monotonic() + timeout
+        channel = self.client.channel
+        while channel.queue_declare(self.queue, passive=True).message_count:
+            if time.monotonic() > deadline:
+                raise TimeoutError("queue not drained in time")
+            time.sleep(0.005)  # pacing between two broker polls, not a wait for an event
+        while True:
+            done = self.client.done()
+            if done >= finished:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Dramatiq worker finished {done} of {finished} in time")
 
 
 def _check(jobs: Sequence[Job], values: Sequence[Any]) -> None:

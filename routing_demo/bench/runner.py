@@ -43,7 +43,9 @@ from celery import Celery
 
 from ..rabbitmq import ManagementAPI
 from ..topology import QUEUE_TYPES
-from . import stats
+from . import stats, targets
+from .peers import DRAMATIQ_QUEUE, PLAIN_CELERY_QUEUE
+from .raw_amqp import MODES as RAW_AMQP_MODES
 from .settings import TRANSPORTS, Variant, shipped_variant, worker_environ
 from .speedups import build_speedups, speedups_dir, speedups_status
 from .worker import BenchWorker
@@ -53,13 +55,19 @@ __all__ = [
     "QUICK",
     "Counts",
     "Spec",
+    "dramatiq_shape",
     "merge_rounds",
+    "peer_availability",
     "plan",
+    "plan_peers",
     "queue_placement",
     "run_bench",
     "select",
     "transport_availability",
 ]
+
+#: The project's pyproject.toml: its ``bench`` dependency group has Dramatiq.
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 #: Prefetch multipliers and pools the sweep tries.
 PREFETCH_SWEEP = (1, 4, 16, 64, 256)
@@ -87,12 +95,53 @@ class Spec:
     """One measurement: what it runs and on which variant and backend."""
 
     id: str
-    kind: str  # raw | celery | e2e
-    group: str  # ceiling | sweep | routing | transport | e2e
+    kind: str  # raw | raw-amqp | celery | plain-celery | dramatiq | e2e
+    group: str  # ceiling | sweep | routing | queue-type | transport | shipped | peer | e2e
     variant: Variant
     backend: str = "rpc"
     with_no_results: bool = False
     changed: dict[str, Any] = field(default_factory=dict)
+    #: Tasks sent with their results stored (``celery``, ``plain-celery``).
+    results: bool = False
+    #: Also send each batch through ``group`` and ``routing_demo.batch``.
+    batch_sends: bool = False
+    #: ``raw-amqp``: the publish mode; ``dramatiq``: ``confirm_delivery``.
+    mode: str = ""
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues the tasks travel through (and the worker consumes)."""
+        if self.kind == "plain-celery":
+            return [PLAIN_CELERY_QUEUE]
+        if self.kind == "dramatiq":
+            return [DRAMATIQ_QUEUE]
+        return self.variant.queues
+
+    def guarantees(self) -> dict[str, bool]:
+        """What this measurement keeps: publisher confirms, persistent
+        messages, late acks (a task lost with its worker runs again), results."""
+        variant = self.variant
+        if self.kind == "raw":
+            return dict.fromkeys(stats.GUARANTEES, False)
+        if self.kind == "raw-amqp":
+            return {"confirms": True, "persistent": True, "late_acks": False, "results": False}
+        if self.kind == "plain-celery":
+            # Celery's defaults: persistent delivery, early acks, no confirms.
+            return {"confirms": False, "persistent": True, "late_acks": False, "results": True}
+        if self.kind == "dramatiq":
+            # Dramatiq acks a message once its actor has run; persistent delivery.
+            return {
+                "confirms": self.mode == "confirms",
+                "persistent": True,
+                "late_acks": True,
+                "results": False,
+            }
+        return {
+            "confirms": variant.confirm_publish and variant.transport != "librabbitmq",
+            "persistent": True,
+            "late_acks": variant.acks_late,
+            "results": self.results or self.kind == "e2e",
+        }
 
 
 def plan(shipped: Variant, transports: list[str]) -> list[Spec]:
@@ -163,6 +212,69 @@ def plan(shipped: Variant, transports: list[str]) -> list[Spec]:
     specs.append(Spec("e2e/rpc", "e2e", "e2e", shipped, backend="rpc", with_no_results=True))
     specs.append(Spec("e2e/redis", "e2e", "e2e", shipped, backend="redis"))
     return specs
+
+
+def plan_peers(shipped: Variant) -> list[Spec]:
+    """The shipped app as an application uses it (results stored; single
+    confirmed ``apply_async`` and the batch ways), the safe-publish ceilings
+    and the peers: plain Celery with the same pool, concurrency and result
+    backend, Dramatiq with the same processes x threads, confirms off and on."""
+    return [
+        *(
+            Spec(f"raw/amqp-{mode}", "raw-amqp", "ceiling", shipped, mode=mode)
+            for mode in RAW_AMQP_MODES
+        ),
+        Spec(stats.SHIPPED_RPC_ID, "celery", "shipped", shipped, results=True, batch_sends=True),
+        Spec(stats.SHIPPED_REDIS_ID, "celery", "shipped", shipped, backend="redis", results=True),
+        Spec(stats.PLAIN_RPC_ID, "plain-celery", "peer", shipped, results=True),
+        Spec(stats.PLAIN_REDIS_ID, "plain-celery", "peer", shipped, backend="redis", results=True),
+        Spec(stats.DRAMATIQ_ID, "dramatiq", "peer", shipped, mode="no-confirms"),
+        Spec(stats.DRAMATIQ_CONFIRMS_ID, "dramatiq", "peer", shipped, mode="confirms"),
+    ]
+
+
+def dramatiq_shape(variant: Variant) -> tuple[int, int]:
+    """Dramatiq's processes x threads for the worker ``variant`` describes:
+    prefork -c N is N processes of one thread, threads -c N one process of
+    N threads, solo one of one."""
+    if variant.pool == "prefork":
+        return variant.effective_concurrency(), 1
+    if variant.pool == "threads":
+        return 1, variant.effective_concurrency()
+    return 1, 1
+
+
+def peer_availability(pyproject: Path, *, install: bool, log: Callable[[str], None]) -> dict:
+    """Dramatiq (``dramatiq[rabbitmq]``, the ``bench`` dependency group):
+    {"available": bool, "detail": why}. Missing, it is installed from the
+    group when ``install`` (pip 25.1+ reads ``[dependency-groups]``)."""
+
+    def probe() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", "import dramatiq, pika; print(dramatiq.__version__)"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    found = probe()
+    if found.returncode != 0 and install and pyproject.is_file():
+        log(f"installing the bench dependency group from {pyproject} ...")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--group", f"{pyproject}:bench"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        found = probe()
+    if found.returncode == 0:
+        return {"available": True, "detail": f"dramatiq {found.stdout.strip()}"}
+    lines = found.stderr.strip().splitlines()
+    return {
+        "available": False,
+        "detail": f"not importable ({lines[-1] if lines else 'unknown error'}); "
+        "pip install --group bench",
+    }
 
 
 def select(specs: list[Spec], only: list[str] | None) -> list[Spec]:
@@ -297,20 +409,76 @@ class Runner:
         broker_url = _vhost_url(self.broker, transport.scheme, vhost)
         backend_url = "rpc://" if spec.backend == "rpc" else self.redis_url
         worker = None
-        if spec.kind != "raw":
+        name = f"bench-{self.token}-{slug}"
+        command, environ = self._peer_command(spec, name, vhost)
+        if spec.kind not in ("raw", "raw-amqp"):
             worker = BenchWorker(
-                name=f"bench-{self.token}-{slug}",
+                name=name,
                 variant=spec.variant,
                 broker_url=broker_url,
                 backend_url=backend_url,
                 run_dir=self.run_dir / "workers",
                 pythonpath=self._pythonpath(spec.variant),
+                command=command,
+                environ=environ,
             )
             worker.start()
         return Prepared(spec, vhost, broker_url, backend_url, worker)
 
+    def _peer_command(
+        self, spec: Spec, name: str, vhost: str
+    ) -> tuple[list[str] | None, dict[str, str] | None]:
+        """A peer's worker command (after ``python -m``) and environment;
+        ``(None, None)`` for the project's own app."""
+        variant = spec.variant
+        queue_type = {"ROUTING_DEMO_QUEUE_TYPE": variant.queue_type}
+        if spec.kind == "plain-celery":
+            options = [f"--pool={variant.pool}"]
+            if variant.pool != "solo":
+                options.append(f"--concurrency={variant.effective_concurrency()}")
+            return [
+                "celery", "-A", "routing_demo.bench.peers.plain_celery", "worker",
+                "-n", f"{name}@%h", "-Q", PLAIN_CELERY_QUEUE, *options,
+                "--loglevel=WARNING", "--without-mingle", "--without-gossip",
+                "--without-heartbeat", f"--logfile={self.run_dir / 'workers' / (name + '.log')}",
+            ], queue_type  # fmt: skip
+        if spec.kind == "dramatiq":
+            processes, threads = dramatiq_shape(variant)
+            return [
+                "dramatiq", "routing_demo.bench.peers.dramatiq_app",
+                "-p", str(processes), "-t", str(threads),
+            ], {**queue_type, **self.dramatiq_environ(spec, vhost)}  # fmt: skip
+        return None, None
+
+    def dramatiq_environ(self, spec: Spec, vhost: str) -> dict[str, str]:
+        return {
+            "ROUTING_DEMO_BENCH_DRAMATIQ_URL": _vhost_url(self.broker, "amqp", vhost),
+            "ROUTING_DEMO_BENCH_DRAMATIQ_CONFIRM": "1" if spec.mode == "confirms" else "0",
+        }
+
     def wait_ready(self, prepared: Prepared) -> None:
         if prepared.worker is None:
+            return
+        if prepared.spec.kind == "dramatiq":
+            from .peers.gate import GateClient
+
+            processes = dramatiq_shape(prepared.spec.variant)[0]
+            url = _vhost_url(self.broker, "amqp", prepared.vhost)
+
+            def answers() -> bool:
+                try:
+                    client = GateClient(url, processes)
+                except Exception:  # the vhost's first connection may race the worker's
+                    return False
+                try:
+                    client.call("progress", timeout=0.5)
+                    return True
+                except TimeoutError:
+                    return False
+                finally:
+                    client.close()
+
+            prepared.worker.wait_ready(None, probe=answers)
             return
         app = Celery("routing_demo-bench-ping", set_as_current=False)
         app.conf.update(
@@ -404,18 +572,34 @@ class Runner:
                 count=counts.raw_messages,
                 kombu_transport=transport.kombu_transport,
             )
+        elif spec.kind == "raw-amqp":
+            child_spec.update(
+                url=prepared.broker_url,
+                count=counts.tasks,
+                mode=spec.mode,
+                queue_type=spec.variant.queue_type,
+            )
+        elif spec.kind == "dramatiq":
+            child_spec.update(
+                url=_vhost_url(self.broker, "amqp", prepared.vhost),
+                processes=dramatiq_shape(spec.variant)[0],
+                count=counts.tasks,
+            )
         else:
             assert prepared.worker is not None
             child_spec.update(
                 node=prepared.worker.hostname,
-                queues=spec.variant.queues,
+                queues=spec.queues,
                 count=counts.tasks,
                 with_no_results=spec.with_no_results,
                 latency_samples=latency_samples,
+                results=spec.results,
+                batch_sends=spec.batch_sends,
             )
+        peer_env = self._peer_command(spec, "-", prepared.vhost)[1]
         env = {
             **os.environ,
-            **worker_environ(spec.variant),
+            **(worker_environ(spec.variant) if peer_env is None else peer_env),
             "CELERY_BROKER_URL": prepared.broker_url,
             "CELERY_RESULT_BACKEND": prepared.backend_url,
         }
@@ -438,11 +622,11 @@ class Runner:
         self, spec: Spec, raw: dict[str, Any], elapsed: float, prepared_vhost: str
     ) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
-        unit = "msg/s" if spec.kind == "raw" else "tasks/s"
+        unit = "msg/s" if spec.kind in ("raw", "raw-amqp") else "tasks/s"
         for name, values in raw.items():
             if name == "latency":
                 metrics[f"latency_{spec.backend}"] = stats.latency_summary(values)
-            elif isinstance(values, list):
+            elif isinstance(values, list) and values:
                 metrics[name] = stats.rate_summary(values, unit)
         return {
             "id": spec.id,
@@ -452,7 +636,9 @@ class Runner:
             "backend": spec.backend if spec.kind != "raw" else None,
             "variant": spec.variant.as_dict(),
             "changed": spec.changed,
-            "queues": spec.variant.queues,
+            "queues": spec.queues,
+            "guarantees": spec.guarantees(),
+            "missing": raw.get("missing") or {},
             "amqp_speedups": raw.get("amqp_speedups"),
             "raw_source": raw.get("source"),
             "seconds": round(elapsed, 2),
@@ -472,7 +658,7 @@ class Runner:
             except Exception as exc:  # a missing note must not fail the run
                 self.log(f"{item.spec.id}: queue placement unknown ({exc})")
                 continue
-            self.placements[item.spec.id] = queue_placement(queues, item.spec.variant.queues)
+            self.placements[item.spec.id] = queue_placement(queues, item.spec.queues)
 
     def run(self, specs: list[Spec], *, overlap: bool) -> list[dict[str, Any]]:
         """Start every worker, measure (interleaved, or two at a time with
@@ -569,6 +755,7 @@ def run_bench(
     log: Callable[[str], None],
     tasks: int | None = None,
     rounds: int | None = None,
+    install_peers: bool = True,
 ) -> dict[str, Any]:
     """Every measurement, then the rows, the targets and the document.
     ``tasks`` scales every batch (raw messages and latency samples in
@@ -596,8 +783,19 @@ def run_bench(
         cache_dir, build=build_speedups_now and needs_speedups, log=log
     )
     specs = select(
-        plan(shipped, [name for name, info in transports.items() if info["available"]]), only
+        plan(shipped, [name for name, info in transports.items() if info["available"]])
+        + plan_peers(shipped),
+        only,
     )
+    peers: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    if any(spec.kind == "dramatiq" for spec in specs):
+        peers["dramatiq"] = peer_availability(PYPROJECT, install=install_peers, log=log)
+        if not peers["dramatiq"]["available"]:
+            for spec in specs:
+                if spec.kind == "dramatiq":
+                    skipped[spec.id] = peers["dramatiq"]["detail"]
+            specs = [spec for spec in specs if spec.kind != "dramatiq"]
     runner = Runner(
         broker=broker,
         redis_url=redis_url,
@@ -611,6 +809,8 @@ def run_bench(
     load_before = os.getloadavg()
     started = time.monotonic()
     measurements = runner.run(specs, overlap=overlap)
+    # A smoke run's (and an overlapped run's) figures are not comparable.
+    judged = not quick and not overlap
     return {
         "schema": stats.SCHEMA_VERSION,
         "mode": "quick" if quick else "full",
@@ -628,8 +828,18 @@ def run_bench(
         "seconds": round(time.monotonic() - started, 1),
         "vhost_prefix": f"bench-{runner.token}-",
         "transports": transports,
+        "peers": peers,
+        "skipped": {
+            **skipped,
+            **{
+                f"{m['id']} {name}": why
+                for m in measurements
+                for name, why in (m.get("missing") or {}).items()
+            },
+        },
         "measurements": measurements,
         "rows": stats.build_rows(measurements),
         "queue_types": stats.compare_queue_types(measurements),
-        "targets": stats.evaluate_targets(measurements),
+        "judged": judged,
+        "targets": targets.evaluate(measurements) if judged else [],
     }

@@ -2,8 +2,9 @@
 
 Pure functions over plain dicts and lists: no broker, no worker, no clock.
 The measuring code produces *measurements*; everything a reader sees (the
-ratio table, the target verdicts, the JSON document) is computed here from
-them, so it can be checked without RabbitMQ.
+ratio table, the guarantees each row keeps, the JSON document; the verdicts
+are in :mod:`routing_demo.bench.targets`) is computed here from them, so it
+can be checked without RabbitMQ.
 
 A measurement is a dict::
 
@@ -26,15 +27,14 @@ __all__ = [
     "CLASSIC_ID",
     "DEFAULT_E2E_ID",
     "DEFAULT_ID",
+    "GUARANTEES",
     "QUORUM_ID",
     "SCHEMA_VERSION",
-    "TARGETS",
     "build_rows",
     "compare_queue_types",
-    "evaluate_targets",
+    "flags",
     "format_queue_types",
     "format_table",
-    "format_targets",
     "latency_summary",
     "median",
     "percentile",
@@ -44,12 +44,31 @@ __all__ = [
 ]
 
 #: Bumped when the JSON document changes shape.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The measurement that runs the shipped configuration (``conf/celeryconfig.py``).
 DEFAULT_ID = "celery/default"
 #: The end-to-end measurement on the shipped configuration (``rpc://`` results).
 DEFAULT_E2E_ID = "e2e/rpc"
+
+#: The shipped app as an application uses it: results stored (``rpc://`` as
+#: shipped, then Redis), one confirmed ``apply_async`` per task, and batches.
+SHIPPED_RPC_ID = "shipped/rpc"
+SHIPPED_REDIS_ID = "shipped/redis"
+#: The peers: plain Celery on its defaults (per result backend), Dramatiq.
+PLAIN_RPC_ID = "peer/celery-rpc"
+PLAIN_REDIS_ID = "peer/celery-redis"
+DRAMATIQ_ID = "peer/dramatiq"
+DRAMATIQ_CONFIRMS_ID = "peer/dramatiq-confirms"
+#: The raw py-amqp publish ceilings: a confirm per message, pipelined confirms.
+RAW_CONFIRM_EACH_ID = "raw/amqp-confirm-each"
+RAW_PIPELINED_ID = "raw/amqp-pipelined"
+#: The raw kombu ceiling on py-amqp (transient messages, no confirms).
+RAW_PYAMQP_ID = "raw/pyamqp"
+
+#: What a measurement may keep, in the order of its flags (``C P L R``):
+#: publisher confirms, persistent messages, late acks, results.
+GUARANTEES = ("confirms", "persistent", "late_acks", "results")
 
 #: The queue-type pair: the shipped configuration with classic, then quorum queues.
 CLASSIC_ID = "celery/classic"
@@ -64,27 +83,11 @@ CEILING_OF: dict[str, str] = {
     "e2e_no_results": "consume_ack",
     "e2e_join_native": "consume_ack",
     "e2e_naive_get": "consume_ack",
+    "send_group": "publish",
+    "send_all": "publish",
+    "send_pipelined": "publish",
     "publish": "publish",
     "consume_ack": "consume_ack",
-}
-
-#: The pass/fail targets: name -> (threshold, what it compares).
-TARGETS: dict[str, tuple[float, str]] = {
-    "default_within_0.9_of_best": (
-        0.9,
-        "shipped configuration's send+drain rate over the best the sweep found among "
-        "configurations keeping its guarantees (prefork: time limits enforced; late acks)",
-    ),
-    "results_at_least_0.5_of_no_results": (
-        0.5,
-        "end-to-end tasks/s with results collected by join_native (rpc://) over "
-        "end-to-end tasks/s without results",
-    ),
-    "routed_at_least_0.95_of_single_queue": (
-        0.95,
-        "send+drain rate with add/sub on their two routed queues over the same mix on "
-        "one default queue",
-    ),
 }
 
 
@@ -172,6 +175,7 @@ def build_rows(measurements: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     rows: list[dict[str, Any]] = []
     for measurement in measurements:
         transport = measurement.get("transport", "pyamqp")
+        keeps = flags(measurement.get("guarantees"))
         for name, metric in measurement.get("metrics", {}).items():
             if metric.get("unit") == "ms":
                 for pct in ("p50", "p95", "p99"):
@@ -179,6 +183,7 @@ def build_rows(measurements: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
                     rows.append(
                         {
                             "measurement": measurement["id"],
+                            "keeps": keeps,
                             "metric": f"{name}.{pct}",
                             "value": metric[pct],
                             "unit": "ms",
@@ -191,6 +196,7 @@ def build_rows(measurements: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
             rows.append(
                 {
                     "measurement": measurement["id"],
+                    "keeps": keeps,
                     "metric": name,
                     "value": value,
                     "unit": metric.get("unit", "tasks/s"),
@@ -203,80 +209,14 @@ def build_rows(measurements: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     return rows
 
 
-def _target(name: str, value: float | None, detail: str) -> dict[str, Any]:
-    threshold, compares = TARGETS[name]
-    return {
-        "name": name,
-        "compares": compares,
-        "threshold": threshold,
-        "value": value,
-        "passed": None if value is None else value >= threshold,
-        "detail": detail,
-    }
-
-
-def keeps_guarantees(measurement: Mapping[str, Any]) -> bool:
-    """Whether a configuration keeps what the shipped one promises: the
-    prefork pool (the only one that enforces ``task_time_limit`` and isolates
-    CPU-bound tasks from each other), late acks (a killed worker loses no
-    task) and publisher confirms (no publish vanishes while the broker
-    restarts). Faster configurations that drop one are reported, not adopted."""
-    variant = measurement.get("variant") or {}
-    return (
-        variant.get("pool", "prefork") == "prefork"
-        and variant.get("acks_late", True)
-        and variant.get("confirm_publish", True)
+def flags(guarantees: Mapping[str, bool] | None) -> str:
+    """``C P L R`` with ``-`` for each guarantee not kept; ``?`` unknown."""
+    if guarantees is None:
+        return "?"
+    return " ".join(
+        letter if guarantees.get(name) else "-"
+        for letter, name in zip("CPLR", GUARANTEES, strict=True)
     )
-
-
-def evaluate_targets(measurements: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The three targets, each with its ratio and a verdict (``None``: not measured)."""
-    by_id = _by_id(measurements)
-
-    def metric(mid: str, name: str) -> float | None:
-        found = by_id.get(mid, {}).get("metrics", {}).get(name)
-        return None if found is None else _metric_value(found)
-
-    sweep = {
-        m["id"]: metric(m["id"], "score")
-        for m in measurements
-        if m.get("group") == "sweep" and metric(m["id"], "score") is not None
-    }
-    default_score = sweep.get(DEFAULT_ID)
-    comparable = {mid: score for mid, score in sweep.items() if keeps_guarantees(by_id[mid])}
-    if comparable and default_score is not None:
-        best_id = max(comparable, key=lambda mid: comparable[mid])
-        fastest_id = max(sweep, key=lambda mid: sweep[mid])
-        aside = (
-            ""
-            if fastest_id == best_id
-            else f"; fastest overall: {fastest_id} at {sweep[fastest_id]:.0f} tasks/s, "
-            "which gives up a guarantee"
-        )
-        default_vs_best = _target(
-            "default_within_0.9_of_best",
-            ratio(default_score, comparable[best_id]),
-            f"best: {best_id} at {comparable[best_id]:.0f} tasks/s; "
-            f"default: {default_score:.0f} tasks/s{aside}",
-        )
-    else:
-        default_vs_best = _target("default_within_0.9_of_best", None, "sweep not measured")
-
-    with_results = metric(DEFAULT_E2E_ID, "e2e_join_native")
-    without = metric(DEFAULT_E2E_ID, "e2e_no_results")
-    results = _target(
-        "results_at_least_0.5_of_no_results",
-        ratio(with_results, without),
-        f"join_native: {_fmt(with_results)} tasks/s; no results: {_fmt(without)} tasks/s",
-    )
-
-    routed, single = metric(DEFAULT_ID, "score"), metric("celery/single-queue", "score")
-    routing = _target(
-        "routed_at_least_0.95_of_single_queue",
-        ratio(routed, single),
-        f"routed: {_fmt(routed)} tasks/s; single queue: {_fmt(single)} tasks/s",
-    )
-    return [default_vs_best, results, routing]
 
 
 def _queue_summary(measurement: Mapping[str, Any]) -> dict[str, Any]:
@@ -355,10 +295,11 @@ def _fmt_ratio(value: float | None) -> str:
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The ratio table as fixed-width text, one figure a line."""
-    header = ("measurement", "metric", "value", "unit", "/ceiling", "/default")
+    header = ("measurement", "keeps", "metric", "value", "unit", "/ceiling", "/default")
     lines = [
         (
             row["measurement"],
+            row.get("keeps", "?"),
             row["metric"],
             _fmt(row["value"], 2 if row["unit"] == "ms" else 0),
             row["unit"],
@@ -368,26 +309,17 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
         for row in rows
     ]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
-    aligns = ("<", "<", ">", "<", ">", ">")
+    aligns = ("<", "<", "<", ">", "<", ">", ">")
 
     def render(cells: Sequence[str]) -> str:
         cells_aligned = zip(cells, aligns, widths, strict=True)
         return "  ".join(f"{cell:{align}{width}}" for cell, align, width in cells_aligned).rstrip()
 
     rule = "-" * len(render(header))
-    return "\n".join([render(header), rule, *(render(line) for line in lines)])
-
-
-def format_targets(targets: Sequence[Mapping[str, Any]]) -> str:
-    """One line per target: PASS, FAIL or n/a, the ratio, and what it compared."""
-    lines = []
-    for target in targets:
-        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[target["passed"]]
-        lines.append(
-            f"{verdict}  {target['name']}: {_fmt_ratio(target['value'])} "
-            f"(need >= {target['threshold']:.2f}x; {target['detail']})"
-        )
-    return "\n".join(lines)
+    legend = (
+        "keeps: C publisher confirms, P persistent messages, L late acks, R results (- not kept)"
+    )
+    return "\n".join([render(header), rule, *(render(line) for line in lines), "", legend])
 
 
 def to_json(document: Mapping[str, Any]) -> str:

@@ -24,7 +24,11 @@ __all__ = ["BenchWorker"]
 
 
 class BenchWorker:
-    """A worker for one variant, bound to one vhost by ``CELERY_BROKER_URL``."""
+    """A worker for one variant, bound to one vhost by ``CELERY_BROKER_URL``.
+
+    A peer's worker (plain Celery, Dramatiq) gives its own ``command`` (the
+    arguments after ``python -m``) and ``environ`` instead of the variant's.
+    """
 
     def __init__(
         self,
@@ -35,14 +39,17 @@ class BenchWorker:
         backend_url: str,
         run_dir: Path,
         pythonpath: str | None = None,
+        command: list[str] | None = None,
+        environ: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.variant = variant
         self.run_dir = Path(run_dir)
         self.hostname = nodename(name, gethostname())
+        self.command = command
         env = {
             **os.environ,
-            **worker_environ(variant),
+            **(worker_environ(variant) if environ is None else environ),
             "CELERY_BROKER_URL": broker_url,
             "CELERY_RESULT_BACKEND": backend_url,
         }
@@ -56,6 +63,8 @@ class BenchWorker:
         return self.run_dir / f"{self.name}.log"
 
     def argv(self) -> list[str]:
+        if self.command is not None:
+            return [sys.executable, "-m", *self.command]
         return [
             sys.executable,
             "-m",
@@ -87,15 +96,20 @@ class BenchWorker:
                 start_new_session=True,
             )
 
-    def wait_ready(self, app: Celery, timeout: float = 60.0) -> None:
-        """Return once the worker answers a ``ping`` (its consumer is running)."""
+    def wait_ready(self, app: Celery | None, timeout: float = 60.0, probe=None) -> None:
+        """Return once the worker answers a ``ping`` (its consumer is running),
+        or ``probe()`` says it is ready (a peer without Celery's control)."""
         deadline = time.monotonic() + timeout
         while True:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(
-                    f"worker {self.name} exited with {self.process.returncode}; see {self.log_path}"
+                    f"worker {self.name} exited with {self.process.returncode}; see "
+                    f"{self.log_path} and {self.run_dir / (self.name + '.out')}"
                 )
-            if app.control.ping(destination=[self.hostname], timeout=0.5):
+            if probe is not None:
+                if probe():
+                    return
+            elif app.control.ping(destination=[self.hostname], timeout=0.5):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker {self.name} not ready after {timeout:.0f}s")
