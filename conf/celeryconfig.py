@@ -83,6 +83,14 @@ result_expires = 60 * 60
 #: Their reply queue (one per client) is declared durable and auto-delete by
 #: Celery itself, which RabbitMQ 4.3 accepts: it refuses only *transient*
 #: queues that are not exclusive.
+#:
+#: The worker publishes them (STARTED, then SUCCESS or FAILURE) without
+#: waiting for a publisher confirm (``routing_demo.backends``), though
+#: ``confirm_publish`` is on: a confirm cannot make a transient message in an
+#: auto-delete queue outlive a broker restart, and the caller's ``.get()`` is
+#: the end-to-end check. What is given up: a result written into a connection
+#: that breaks before RabbitMQ read it is not re-sent, so ``.get()`` times out
+#: (as it does after a broker restart). Task publishes stay confirmed.
 result_persistent = False
 #: Cap on the Redis backend's connection pool.
 redis_max_connections = 1024
