@@ -79,6 +79,10 @@ result_accept_content = ["json"]
 result_extended = True
 #: Redis result keys expire after an hour; an expired id then reads PENDING.
 result_expires = 60 * 60
+#: ...so the publisher also keeps when each id was sent, for a week (about
+#: 150 bytes of Redis per task; 0 keeps none): ``routes status`` then tells an
+#: expired result from an id never sent (``routing_demo.sent_state``).
+routing_demo_sent_ids_expire = 7 * 24 * 60 * 60
 #: rpc:// result messages stay transient: only the waiting caller reads them.
 #: Their reply queue (one per client) is declared durable and auto-delete by
 #: Celery itself, which RabbitMQ 4.3 accepts: it refuses only *transient*

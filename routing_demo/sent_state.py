@@ -16,6 +16,15 @@ gets here; a plain write would then turn a finished task back into ``SENT``.
 The ``rpc://`` backend has no store another process could read, and other
 backends are left alone. Nothing runs on the worker's side.
 
+When the result itself expires (``result_expires``), the id reads
+``PENDING`` again, like an id that was never sent. To tell the two apart the
+publisher also leaves a smaller record that outlives the result: the id's
+send time, under ``routing_demo-sent-<id>``, kept for
+``routing_demo_sent_ids_expire`` seconds (a week by default; about 150 bytes
+of Redis memory per task). ``sent_record`` reads it. An id older than that,
+or sent by a process that does not record, still cannot be told from one
+never sent.
+
 The publisher does not wait for Redis either: the records go to a
 ``SentWriter``, a thread that writes whatever has queued up in one Redis
 pipeline, so a send costs a queue append, not a Redis round trip. A record
@@ -56,6 +65,8 @@ __all__ = [
     "install",
     "publishing",
     "records_sent_state",
+    "sent_ids_expire",
+    "sent_record",
     "suppressed",
     "writer_for",
 ]
@@ -64,6 +75,13 @@ logger = logging.getLogger(__name__)
 
 #: The state a published but not yet started task reads as.
 SENT = "SENT"
+
+#: Prefix of the long-lived record of an id's send (see the module's docstring).
+SENT_ID_PREFIX = "routing_demo-sent-"
+
+#: Seconds the record of an id's send is kept unless the app's
+#: ``routing_demo_sent_ids_expire`` says otherwise: a week.
+SENT_IDS_EXPIRE = 7 * 24 * 60 * 60
 
 #: Set while a publish is only simulated (``routes explain``): nothing to record.
 _suppressed: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -121,11 +139,12 @@ class SentWriter:
         self._pid: int | None = None
         self._lock = threading.Lock()
 
-    def add(self, key: bytes | str, value: Any) -> None:
-        """Queue one record; the thread writes it soon."""
+    def add(self, key: bytes | str, value: Any, expires: float | None = None) -> None:
+        """Queue one record, kept ``expires`` seconds (the backend's
+        ``result_expires`` unless given); the thread writes it soon."""
         if self._pid != os.getpid():
             self._start()
-        self._queue.put((key, value))
+        self._queue.put((key, value, self.backend.expires if expires is None else expires))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every record queued so far is written."""
@@ -159,11 +178,11 @@ class SentWriter:
                 if isinstance(item, threading.Event):
                     item.set()
 
-    def _write(self, records: list[tuple[Any, Any]]) -> None:
+    def _write(self, records: list[tuple[Any, Any, Any]]) -> None:
         try:
             pipe = self.backend.client.pipeline(transaction=False)
-            for key, value in records:
-                pipe.set(key, value, nx=True, ex=self.backend.expires or None)
+            for key, value, expires in records:
+                pipe.set(key, value, nx=True, ex=int(expires) if expires else None)
             pipe.execute()
         except Exception:  # a lost SENT record leaves the task PENDING, nothing worse
             logger.warning("could not record SENT for %d tasks", len(records), exc_info=True)
@@ -186,6 +205,21 @@ def writer_for(backend: RedisBackend) -> SentWriter:
 def records_sent_state(backend: Backend) -> bool:
     """Whether ``backend`` can hold a ``SENT`` record without racing the worker."""
     return isinstance(backend, RedisBackend)
+
+
+def sent_ids_expire(app: Celery) -> int:
+    """Seconds ``app`` keeps the record of an id's send (0: not kept)."""
+    return int(app.conf.get("routing_demo_sent_ids_expire", SENT_IDS_EXPIRE) or 0)
+
+
+def sent_record(app: Celery, task_id: str) -> str | None:
+    """When ``task_id`` was sent (ISO 8601, UTC), if this app's Redis backend
+    still holds the record of it: it outlives the result and its SENT state."""
+    backend = app.backend
+    if not records_sent_state(backend):
+        return None
+    value = backend.client.get(SENT_ID_PREFIX + task_id)
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @contextmanager
@@ -246,13 +280,20 @@ def install(app: Celery) -> None:
         }
         writer = writer_for(backend)
         key, value = backend.get_key_for_task(task_id), backend.encode(meta)
+        keep_id = sent_ids_expire(app)
+
+        def write() -> None:
+            writer.add(key, value)
+            if keep_id:
+                writer.add(SENT_ID_PREFIX + task_id, meta["date_sent"], keep_id)
+
         from .batch import active_batch  # batch imports this module
 
         batch = active_batch(app)
         if batch is not None:
-            batch.when_confirmed(task_id, lambda: writer.add(key, value))
+            batch.when_confirmed(task_id, write)
         else:
-            writer.add(key, value)
+            write()
 
     after_task_publish.connect(
         record_sent, weak=False, dispatch_uid=f"routing_demo.sent_state:{id(app)}"

@@ -4,12 +4,14 @@ recorded. No worker runs, so every task stays queued."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 from celery import Celery
 
-from routing_demo.sent_state import SENT, install, writer_for
+from routing_demo.polling import wait_until
+from routing_demo.sent_state import SENT, SENT_ID_PREFIX, install, sent_record, writer_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,3 +60,24 @@ def test_when_the_app_already_published_then_installing_says_it_is_too_late(
     with pytest.raises(RuntimeError, match="before 'other' publishes anything"):
         install(other)
     other.backend.forget(sent.id)
+
+
+def test_when_the_result_expired_then_the_record_of_the_send_remains(
+    apps: tuple[Celery, Celery],
+) -> None:
+    recording, _ = apps
+    recording.conf.result_expires = 1
+    sent = recording.send_task(ADD, (7, 8))
+    assert writer_for(recording.backend).flush()
+    try:
+        assert recording.backend.get_task_meta(sent.id)["status"] == SENT
+        # Redis drops the SENT record after result_expires: PENDING again.
+        wait_until(
+            lambda: recording.backend.get_task_meta(sent.id)["status"] == "PENDING",
+            timeout=10,
+            message="the SENT record did not expire",
+        )
+        assert sent_record(recording, sent.id) is not None
+        assert sent_record(recording, str(uuid.uuid4())) is None
+    finally:
+        recording.backend.client.delete(SENT_ID_PREFIX + sent.id)
