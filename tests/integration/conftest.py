@@ -97,7 +97,13 @@ class Stacks:
         workers = WorkerGroup(
             worker_nodes(suffix=f"-{uuid.uuid4().hex[:6]}"),
             self.tmp_path_factory.mktemp(f"workers-{backend}"),
-            env={"CELERY_BROKER_URL": broker_url, "CELERY_RESULT_BACKEND": backend_url, **env},
+            env={
+                "CELERY_BROKER_URL": broker_url,
+                "CELERY_RESULT_BACKEND": backend_url,
+                # Retries wait exactly 1, 2, 4 s: a RETRY state lasts long enough to see.
+                "ROUTING_DEMO_RETRY_JITTER": "0",
+                **env,
+            },
             worker_options=TEST_WORKER_OPTIONS,
         )
         client = make_client(broker_url, backend_url, queues)
