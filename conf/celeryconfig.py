@@ -156,6 +156,14 @@ worker_consumer = "routing_demo.consumer:Consumer"
 #: anyway (acks_late), rather than run them twice.
 worker_cancel_long_running_tasks_on_connection_loss = True
 
+# --- Revokes ------------------------------------------------------------------
+#: A worker started with ``--statedb`` (``routes workers start``, compose)
+#: writes each revoke to that file as it arrives, not only at a clean exit, so
+#: a revoked task whose message comes back after a SIGKILL is still discarded
+#: (``routing_demo.revokes``). ``imports`` is how Celery loads a module of
+#: control commands into the worker.
+imports = ("routing_demo.revokes",)
+
 # --- RabbitMQ 4.3 -----------------------------------------------------------------
 #: RabbitMQ 4.3 refuses transient queues that are not exclusive. A worker's
 #: ``<node>.celery.pidbox`` queue, a control client's reply queue and an event
