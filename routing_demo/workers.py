@@ -95,6 +95,12 @@ class WorkerGroup:
 
     Pidfiles and logs go to ``run_dir`` as ``<node>.pid`` and ``<node>.log``;
     ``env`` (e.g. ``CELERY_BROKER_URL``) is passed to every node.
+
+    Each node keeps its revoked task ids in ``<node>.state`` (``--statedb``),
+    written as each revoke arrives (``routing_demo.revokes``): a node
+    restarted under its name, even after a SIGKILL, still discards what was
+    revoked. ``events`` (on by default) makes the nodes send task events
+    (``-E``), which followers of a task's progress and Flower read.
     """
 
     def __init__(
@@ -105,6 +111,7 @@ class WorkerGroup:
         env: Mapping[str, str] | None = None,
         worker_options: Sequence[str] = ("--concurrency=1", "--loglevel=INFO"),
         node_options: Mapping[str, Sequence[str]] | None = None,
+        events: bool = True,
     ) -> None:
         self.nodes = list(nodes)
         self.run_dir = Path(run_dir)
@@ -113,12 +120,23 @@ class WorkerGroup:
         #: Node name -> long worker options for that node only
         #: (``{"add": ["--concurrency=4", "--events"]}``).
         self.node_options = {name: list(options) for name, options in (node_options or {}).items()}
+        self.events = events
 
     def log_path(self, node: WorkerNode) -> Path:
         return self.run_dir / f"{node.name}.log"
 
     def pid_path(self, node: WorkerNode) -> Path:
         return self.run_dir / f"{node.name}.pid"
+
+    def state_path(self, node: WorkerNode) -> Path:
+        """The node's ``--statedb`` (Celery's ``shelve`` may add a suffix,
+        e.g. ``.dat`` and ``.dir`` with ``dbm.dumb``)."""
+        return self.run_dir / f"{node.name}.state"
+
+    def group_options(self) -> list[str]:
+        """What every node gets whatever ``worker_options`` say: its state
+        file and, unless turned off, task events."""
+        return [f"--statedb={self.run_dir}/%n.state", *(["--events"] if self.events else [])]
 
     def multi_argv(self, command: str) -> list[str]:
         """The ``celery multi`` command line; per-node options use multi's
@@ -140,6 +158,7 @@ class WorkerGroup:
             *per_node,
             f"--pidfile={self.run_dir}/%n.pid",
             f"--logfile={self.run_dir}/%n.log",
+            *self.group_options(),
             *self.worker_options,
             *(
                 node_option(option, name)

@@ -105,7 +105,7 @@ def workers() -> None:
     Examples:
       celery -A routing_demo routes workers start
       celery -A routing_demo routes workers start --concurrency 2 --concurrency add=4 \\
-          --prefetch-multiplier 1 -E --beat
+          --prefetch-multiplier 1 --beat
       celery -A routing_demo routes workers status
       celery -A routing_demo routes workers stop
     """
@@ -123,7 +123,13 @@ def workers() -> None:
 @per_node("max_memory_per_child")
 @per_node("autoscale")
 @per_node("loglevel", "-l")
-@click.option("-E", "--events", is_flag=True, help="Send task events (Flower, celery events).")
+@click.option(
+    "--events/--no-events",
+    "-E",
+    default=True,
+    show_default=True,
+    help="Send task events (Flower, celery events, following a task's progress).",
+)
 @click.option(
     "-B",
     "--beat",
@@ -155,15 +161,19 @@ def start(
     """Start the add, sub and default-queue workers (celery multi start).
 
     Each node is `celery worker -Q <queue> -n <queue>@%h` (the default-queue
-    node: -X add,sub), with <run-dir>/<node>.pid and <node>.log. Options
-    take VALUE for every node or NODE=VALUE for one node.
+    node: -X add,sub), with <run-dir>/<node>.pid and <node>.log, task events
+    on (--no-events turns them off), and its revoked task ids in
+    <run-dir>/<node>.state, kept across restarts. Options take VALUE for
+    every node or NODE=VALUE for one node.
 
     \b
     Examples:
       celery -A routing_demo routes workers start --loglevel INFO
       celery -A routing_demo routes workers start -c 1 -c add=4 -P add=threads \\
           --time-limit 300 --soft-time-limit add=250 --max-tasks-per-child 100 \\
-          --max-memory-per-child 200000 --autoscale sub=4,1 -E
+          --max-memory-per-child 200000 --autoscale sub=4,1
+      # No task events (they cost a message per task state)
+      celery -A routing_demo routes workers start --no-events
       # Beat in the default-queue worker, schedule file in the run dir
       celery -A routing_demo routes workers start --beat
     """
@@ -177,7 +187,6 @@ def start(
     common += [
         flag
         for flag, wanted in (
-            ("--events", events),
             ("--without-mingle", without_mingle),
             ("--without-gossip", without_gossip),
         )
@@ -194,16 +203,16 @@ def start(
         env={"ROUTING_DEMO_RUN_DIR": str(run_dir.resolve())},
         worker_options=common,
         node_options=by_node,
+        events=events,
     )
     already = group.running()
     if already:
         click.echo(f"already running: {already} (stop them first)", err=True)
         ctx.exit(EXIT_FAILED)
     for node in group.nodes:
-        extra = " ".join(by_node.get(node.name, []))
+        options = [*group.group_options(), *common, *by_node.get(node.name, [])]
         click.echo(
-            f"starting {node.hostname}: {node.queue_option} {node.queue_names} "
-            f"{' '.join(common)} {extra}".rstrip()
+            f"starting {node.hostname}: {node.queue_option} {node.queue_names} {' '.join(options)}"
         )
     try:
         group.start()

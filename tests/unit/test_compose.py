@@ -499,6 +499,37 @@ def test_when_the_worker_image_is_built_then_it_runs_as_a_non_root_user() -> Non
     assert "C_FORCE_ROOT" not in dockerfile
 
 
+def test_when_workers_restart_then_they_keep_revoked_ids_on_a_volume_of_their_stack(
+    compose: dict[str, Any],
+) -> None:
+    """Every worker sends task events and keeps its revoked ids in a file per
+    node (``--statedb …/%n.state``) on a named volume: one per stack, since
+    the stacks' workers share node names, in a directory the image's
+    non-root user made (a new named volume copies its owner)."""
+    volumes: dict[str | None, set[str]] = {}
+    directories = set()
+    for profile in STACKS:
+        for name, command in workers(compose, profile).items():
+            assert "-E" in command, name
+            statedb = option(command, "--statedb")
+            assert statedb is not None, name
+            directory, _, filename = statedb.rpartition("/")
+            assert filename == "%n.state", name
+            (volume,) = [
+                v for v in compose["services"][name]["volumes"] if v.endswith(f":{directory}")
+            ]
+            source = volume.split(":")[0]
+            assert source in compose["volumes"], (name, source)  # named, not a bind mount
+            volumes.setdefault(profile, set()).add(source)
+            directories.add(directory)
+    assert all(len(sources) == 1 for sources in volumes.values()), volumes
+    assert len(set().union(*volumes.values())) == len(STACKS), volumes
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    as_user = dockerfile.split("\nUSER ")[-1]
+    (directory,) = directories
+    assert re.search(rf"^RUN mkdir -p .*{re.escape(directory)}\b", as_user, flags=re.MULTILINE)
+
+
 def test_when_cluster_workers_delay_tasks_then_their_permissions_cover_delayed_delivery() -> None:
     """Quorum queues send countdown/ETA tasks through Celery's native delayed
     delivery: the cluster's user may declare, bind and publish to its levels
