@@ -7,6 +7,7 @@ import click
 from ..bench import bench
 from ..experiments.cli import experiment
 from .cluster_cmd import cluster
+from .revoke_cmd import revoke
 from .tasks_cmd import send, status
 from .topology_cmd import definitions, explain, permissions, topology, verify
 from .workers_cmd import workers
@@ -29,6 +30,8 @@ def routes() -> None:
       # One worker per queue, with beat in the default-queue worker
       celery -A routing_demo routes workers start --beat
       celery -A routing_demo routes send add 2 3
+      # Revoke a task by id: where it was, who heard it, its state after
+      celery -A routing_demo routes revoke 6c1d… --terminate
       celery -A routing_demo routes workers stop
       # A local 3-node RabbitMQ cluster (quorum queues, failover)
       celery -A routing_demo routes cluster start
@@ -49,6 +52,7 @@ for command in (
     cluster,
     send,
     status,
+    revoke,
     experiment,
     bench,
 ):

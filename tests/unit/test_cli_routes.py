@@ -599,3 +599,89 @@ def test_when_workers_status_runs_on_a_cluster_then_it_shows_queues_below_quorum
     document = json.loads(invoke("workers", "status", "--run-dir", str(tmp_path), "--json").output)
     assert document["warnings"] == []
     assert not any(q["below_quorum"] for q in document["cluster"]["quorum_queues"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "events"), [((), True), (("-E",), True), (("--no-events",), False)]
+)
+def test_when_workers_start_then_task_events_are_on_unless_turned_off(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: tuple[str, ...], events: bool
+) -> None:
+    started: list[list[str]] = []
+    monkeypatch.setattr(WorkerGroup, "running", lambda self: {})
+    monkeypatch.setattr(WorkerGroup, "start", lambda self: started.append(self.multi_argv("start")))
+    result = invoke("workers", "start", "--no-wait", "--run-dir", str(tmp_path), *flags)
+    assert result.exit_code == 0, result.output
+    (argv,) = started
+    assert ("--events" in argv) is events
+    assert f"--statedb={tmp_path}/%n.state" in argv
+
+
+class StubControl:
+    """``app.control`` answering ``query_task`` and ``revoke`` from data."""
+
+    def __init__(self, held: dict[str, Any], acknowledged: list[str]) -> None:
+        self.held = held
+        self.acknowledged = acknowledged
+        self.revoked: list[tuple[list[str], dict[str, Any]]] = []
+
+    def inspect(self, **_: Any) -> Any:
+        held = self.held
+
+        class Inspect:
+            def query_task(self, *ids: str) -> dict[str, Any]:
+                return held
+
+        return Inspect()
+
+    def revoke(self, ids: list[str], **options: Any) -> list[dict[str, Any]]:
+        self.revoked.append((ids, options))
+        return [{worker: {"ok": "flagged"}} for worker in self.acknowledged]
+
+
+def test_when_revoking_with_rpc_results_then_it_says_the_backend_cannot_tell(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    control = StubControl({}, ["add@host"])
+    monkeypatch.setattr(celery_app, "control", control)
+    result = invoke("revoke", "a" * 32, "--terminate", "--signal", "kill")
+    assert result.exit_code == EXIT_UNKNOWN, result.output
+    assert control.revoked == [
+        (["a" * 32], {"terminate": True, "signal": "SIGKILL", "reply": True, "timeout": 1.0})
+    ]
+    assert "revoke acknowledged by: add@host" in result.output
+    assert "not held by any worker" in result.output
+    assert "cannot tell whether this id is queued, finished or unknown" in result.output
+
+
+def test_when_a_worker_holds_the_revoked_task_then_revoke_says_where(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task_id = "b" * 32
+    info = {"name": "routing_demo.tasks.add", "delivery_info": {"routing_key": "add"}}
+    control = StubControl({"add@host": {task_id: ["scheduled", info]}}, ["add@host", "sub@host"])
+    monkeypatch.setattr(celery_app, "control", control)
+    result = invoke("revoke", task_id, "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["acknowledged_by"] == ["add@host", "sub@host"]
+    (task,) = document["tasks"]
+    assert task["held_by"] == [{"worker": "add@host", "as": "scheduled"}]
+    assert task["name"] == "routing_demo.tasks.add"
+    assert task["known"] is True
+
+
+def test_when_no_worker_acknowledges_a_revoke_then_it_exits_1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(celery_app, "control", StubControl({}, []))
+    result = invoke("revoke", "c" * 32)
+    assert result.exit_code == EXIT_FAILED
+    assert "acknowledged by no worker" in result.output
+    assert "No worker heard the revoke" in result.output
+
+
+def test_when_a_signal_is_misspelt_then_revoke_refuses() -> None:
+    result = invoke("revoke", "d" * 32, "--terminate", "--signal", "TERMINATE")
+    assert result.exit_code == 2
+    assert "no such signal" in result.output
