@@ -104,7 +104,11 @@ class RoutingDemoCelery(Celery):
             _sending_one.reset(token)
 
 
-app = RoutingDemoCelery("routing_demo")
+#: Task events without publisher confirms, naming the queue each task came by
+#: (``routing_demo.events``).
+app = RoutingDemoCelery(
+    "routing_demo", events="routing_demo.events:Events", task_cls="routing_demo.events:Task"
+)
 app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", DEFAULT_CONFIG_MODULE))
 #: Publishing records SENT (Redis backend only), so that a task waiting in its
 #: queue no longer reads like an unknown or expired id (both are PENDING).
