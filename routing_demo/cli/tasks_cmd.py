@@ -3,15 +3,18 @@ knows about an id."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import click
-from celery import states
+from celery import states, uuid
 from celery.backends.base import DisabledBackend
 from celery.backends.rpc import RPCBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.signals import after_task_publish
 
 from ..sent_state import SENT, install, records_sent_state
+from ..timeline import Change, Outcome, follow, json_line
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -27,10 +30,18 @@ from ._common import (
 
 __all__ = ["send", "status"]
 
+follow_option = click.option(
+    "--follow",
+    "follow_events",
+    is_flag=True,
+    help="Print each state change as it happens, until the task ends (needs workers with -E).",
+)
+
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @task_call_options
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the result.")
+@follow_option
 @json_option
 @click.pass_context
 def send(
@@ -42,12 +53,14 @@ def send(
     routing_key: str | None,
     exchange: str | None,
     timeout: float,
+    follow_events: bool,
     as_json: bool,
 ) -> None:
     """Send TASK, wait, and print its id, state, result, queue and worker.
 
     ARGS are JSON values. Exits 1 if the task failed, 4 on timeout (the id
-    is printed first, for `routes status`).
+    is printed first, for `routes status`). With --follow, prints each state
+    change as it happens instead (see `routes status --follow`), SENT first.
 
     \b
     Examples:
@@ -55,6 +68,8 @@ def send(
       celery -A routing_demo routes send mul 6 7 --json
       # Results any process can read later: Redis
       celery -A routing_demo --result-backend redis://localhost:6379/0 routes send sub 9 4
+      # Every state change, live (workers started with -E)
+      celery -A routing_demo routes send flaky 2 --follow
     """
     app = get_app(ctx)
     install(app)
@@ -67,10 +82,25 @@ def send(
         for key, value in (("queue", queue), ("routing_key", routing_key), ("exchange", exchange))
         if value is not None
     }
+    call_args = [parse_value(arg) for arg in args]
+    if follow_events:
+        task_id = uuid()
+
+        def send_now() -> Change:
+            return send_recorded(app, name, call_args, kwargs, task_id=task_id, **overrides)
+
+        try:
+            outcome = follow(
+                app, task_id, change_printer(as_json), timeout=timeout, after_attach=send_now
+            )
+        except broker_errors(app) as exc:
+            click.echo(
+                f"cannot send {name}: the broker refused or cannot be reached: {exc}", err=True
+            )
+            ctx.exit(EXIT_FAILED)
+        ctx.exit(follow_exit(task_id, outcome, timeout))
     try:
-        result = app.tasks[name].apply_async(
-            [parse_value(arg) for arg in args], kwargs, **overrides
-        )
+        result = app.tasks[name].apply_async(call_args, kwargs, **overrides)
     except broker_errors(app) as exc:
         click.echo(f"cannot send {name}: the broker refused or cannot be reached: {exc}", err=True)
         ctx.exit(EXIT_FAILED)
@@ -167,9 +197,18 @@ def describe_state(app: Any, task_id: str) -> tuple[dict[str, Any], int]:
 
 @click.command()
 @click.argument("task_id")
+@follow_option
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    help="With --follow: seconds to wait for the task to end.",
+)
 @json_option
 @click.pass_context
-def status(ctx: click.Context, task_id: str, as_json: bool) -> None:
+def status(
+    ctx: click.Context, task_id: str, follow_events: bool, timeout: float, as_json: bool
+) -> None:
     """What the result backend knows about TASK_ID, in plain words.
 
     Tells a task sent but not started (SENT, recorded at publish time) from
@@ -177,11 +216,29 @@ def status(ctx: click.Context, task_id: str, as_json: bool) -> None:
     both. Exits 0 when known, 1 if it failed or was revoked, 4 when unknown,
     expired, or unknowable (rpc://).
 
+    With --follow, prints the stored state and then every change as it
+    happens, one line each (time in UTC, state, worker, the queue and the
+    exchange/routing key the message came by, the retry reason, result or
+    exception), until the task ends: exit 0 on SUCCESS, 1 on FAILURE,
+    REVOKED or REJECTED, 4 when --timeout passes first. The changes come
+    from Celery's task events: start workers with -E. --json prints one
+    JSON object per line.
+
     \b
     Examples:
       celery -A routing_demo --result-backend redis://localhost:6379/0 routes status 6c1d…
       celery -A routing_demo routes status 6c1d… --json
+      # Every change until it ends (workers started with -E)
+      celery -A routing_demo --result-backend redis://localhost:6379/0 routes status 6c1d… --follow
     """
+    if follow_events:
+        app = get_app(ctx)
+        try:
+            outcome = follow(app, task_id, change_printer(as_json), timeout=timeout)
+        except broker_errors(app) as exc:
+            click.echo(f"cannot follow {task_id}: the broker cannot be reached: {exc}", err=True)
+            ctx.exit(EXIT_UNKNOWN)
+        ctx.exit(follow_exit(task_id, outcome, timeout))
     document, code = describe_state(get_app(ctx), task_id)
     if as_json:
         emit_json(document)
@@ -193,3 +250,57 @@ def status(ctx: click.Context, task_id: str, as_json: bool) -> None:
             if document.get(key) is not None:
                 click.echo(f"{key + ':':<10} {document[key]}")
     ctx.exit(code)
+
+
+def change_printer(as_json: bool) -> Any:
+    """Prints a ``Change`` as one line of text or of JSON, at once."""
+
+    def print_change(change: Change) -> None:
+        click.echo(json_line(change) if as_json else change.line())
+
+    return print_change
+
+
+def send_recorded(
+    app: Any, name: str, args: list[Any], kwargs: dict[str, Any], **options: Any
+) -> Change:
+    """Send task ``name`` and return its SENT change: the time the publish
+    began, and the exchange and routing key it was published with (Celery's
+    ``after_task_publish``)."""
+    task_id = options["task_id"]
+    published: dict[str, Any] = {}
+
+    def record(headers: Any = None, exchange: Any = None, routing_key: Any = None, **_: Any):
+        if (headers or {}).get("id") == task_id:
+            published.update(exchange=getattr(exchange, "name", exchange), routing_key=routing_key)
+
+    sent_at = datetime.now(timezone.utc)
+    after_task_publish.connect(record, weak=False)
+    try:
+        app.tasks[name].apply_async(args, kwargs, **options)
+    finally:
+        after_task_publish.disconnect(record)
+    return Change(
+        task_id=task_id,
+        state=SENT,
+        time=sent_at,
+        source="publish",
+        exchange=published.get("exchange"),
+        routing_key=published.get("routing_key"),
+    )
+
+
+def follow_exit(task_id: str, outcome: Outcome, timeout: float) -> int:
+    """The exit code of a follow, saying on stderr why it stopped early."""
+    if outcome.ended:
+        return EXIT_OK if outcome.last.state == states.SUCCESS else EXIT_FAILED
+    if outcome.events == 0:
+        click.echo(
+            f"no task events came for {task_id} in {timeout:g}s: are the workers started "
+            "with -E (--events)? `celery -A … control enable_events` turns them on live.",
+            err=True,
+        )
+    else:
+        last = outcome.last.state if outcome.last else "?"
+        click.echo(f"{task_id} has not ended after {timeout:g}s (last: {last})", err=True)
+    return EXIT_UNKNOWN
