@@ -239,7 +239,10 @@ def test_when_no_events_come_then_the_follower_gives_up_and_says_why(
 
 
 def _publishing_channels(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The vhost's channels that published something: (event connections', others')."""
+    """The vhost's channels that published something: (event connections',
+    task publishers'). Task publishers are the other channels without a
+    consumer: the client's and the worker's pool process's producers (a
+    control client's channel, which also consumes its replies, is neither)."""
     event_connections = {
         connection["name"]
         for connection in stack.management.connections(stack.vhost)
@@ -251,7 +254,10 @@ def _publishing_channels(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[
         if not (channel.get("message_stats") or {}).get("publish"):
             continue
         owner = channel["connection_details"]["name"]
-        (events if owner in event_connections else others).append(channel)
+        if owner in event_connections:
+            events.append(channel)
+        elif not channel.get("consumer_count"):
+            others.append(channel)
     return events, others
 
 
