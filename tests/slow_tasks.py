@@ -4,7 +4,8 @@ root on their ``PYTHONPATH``).
 
 The project's ``add`` and ``sub`` finish in microseconds: a worker cannot be
 killed or stopped, nor the broker restarted, *while* one runs. This one
-sleeps first. Another never finishes: it kills its own pool process.
+sleeps first. Another never finishes: it kills its own pool process. A third
+leaves a file behind, the proof that it ran (or, absent, that it never did).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 from routing_demo import celery_app
 
-__all__ = ["KILL_OWN_PROCESS", "SLEEP_THEN_ADD"]
+__all__ = ["KILL_OWN_PROCESS", "SLEEP_THEN_ADD", "WRITE_MARKER"]
 
 #: Registered name; tests send it by name with an explicit ``queue=``.
 SLEEP_THEN_ADD = "tests.slow_tasks.sleep_then_add"
@@ -43,3 +45,16 @@ def kill_own_process(self, deliveries_file: str) -> None:
         deliveries.flush()
         os.fsync(deliveries.fileno())
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+#: Registered name of the task that leaves a file named after its id.
+WRITE_MARKER = "tests.slow_tasks.write_marker"
+
+
+@celery_app.task(name=WRITE_MARKER, bind=True)
+def write_marker(self, directory: str) -> str:
+    """Write ``<directory>/<task id>`` (the worker's node name inside) and
+    return its path: the file exists if and only if the task ran."""
+    marker = Path(directory) / self.request.id
+    marker.write_text(f"{self.request.hostname}\n")
+    return str(marker)
