@@ -194,6 +194,7 @@ def plan(shipped: Variant, transports: list[str]) -> list[Spec]:
         not shipped.confirm_publish,
         f"confirms-{'off' if shipped.confirm_publish else 'on'}",
     )
+    sweep("events", True, "events-on")
     for name in transports:
         if name != shipped.transport:
             specs.append(
@@ -219,13 +220,15 @@ def plan_peers(shipped: Variant) -> list[Spec]:
     confirmed ``apply_async`` and the batch ways), the safe-publish ceilings
     and the peers: plain Celery with the same pool, concurrency and result
     backend, Dramatiq with the same processes x threads, confirms off and on."""
+    as_run = shipped.with_(events=True)
     return [
         *(
             Spec(f"raw/amqp-{mode}", "raw-amqp", "ceiling", shipped, mode=mode)
             for mode in RAW_AMQP_MODES
         ),
-        Spec(stats.SHIPPED_RPC_ID, "celery", "shipped", shipped, results=True, batch_sends=True),
-        Spec(stats.SHIPPED_REDIS_ID, "celery", "shipped", shipped, backend="redis", results=True),
+        # As `routes workers start` and compose run it: with task events.
+        Spec(stats.SHIPPED_RPC_ID, "celery", "shipped", as_run, results=True, batch_sends=True),
+        Spec(stats.SHIPPED_REDIS_ID, "celery", "shipped", as_run, backend="redis", results=True),
         Spec(stats.PLAIN_RPC_ID, "plain-celery", "peer", shipped, results=True),
         Spec(stats.PLAIN_REDIS_ID, "plain-celery", "peer", shipped, backend="redis", results=True),
         Spec(stats.DRAMATIQ_ID, "dramatiq", "peer", shipped, mode="no-confirms"),

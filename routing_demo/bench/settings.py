@@ -80,6 +80,9 @@ class Variant:
     #: ``classic`` or ``quorum``: the type of every durable queue
     #: (``routing_demo.topology.build_queues``).
     queue_type: str = "classic"
+    #: Task events (``-E``): off in Celery's defaults and the config module,
+    #: on for the workers ``routes workers start`` and compose run.
+    events: bool = False
 
     def __post_init__(self) -> None:
         if self.topology not in ("routed", "single"):
@@ -135,6 +138,8 @@ class Variant:
         options = [f"--pool={self.pool}", f"--prefetch-multiplier={self.prefetch_multiplier}"]
         if self.pool != "solo":
             options.append(f"--concurrency={self.effective_concurrency()}")
+        if self.events:
+            options.append("--events")
         return options
 
 
