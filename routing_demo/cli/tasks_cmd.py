@@ -13,7 +13,7 @@ from celery.backends.rpc import RPCBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.signals import after_task_publish
 
-from ..sent_state import SENT, install, records_sent_state
+from ..sent_state import SENT, install, records_sent_state, sent_ids_expire, sent_record
 from ..timeline import Change, Outcome, follow, json_line
 from ._common import (
     EXIT_FAILED,
@@ -179,11 +179,22 @@ def describe_state(app: Any, task_id: str) -> tuple[dict[str, Any], int]:
         document["result"] = repr(meta.get("result"))
     if state == states.PENDING:
         if records_sent_state(backend):
-            document["meaning"] = (
-                "unknown or expired: no SENT record exists, so this id was never sent by a "
-                "process that records SENT, or its record expired "
-                f"(result_expires={app.conf.result_expires})"
-            )
+            sent_at = sent_record(app, task_id)
+            document["expired"] = sent_at is not None
+            if sent_at is not None:
+                document["date_sent"] = sent_at
+                document["meaning"] = (
+                    f"expired: sent at {sent_at}, but its result is gone "
+                    f"(result_expires={app.conf.result_expires} s), so Celery reads PENDING "
+                    "again; how it ended is no longer known"
+                )
+            else:
+                document["meaning"] = (
+                    "unknown: no send of this id is on record, so it was never sent, or "
+                    "sent before the record's "
+                    f"{sent_ids_expire(app)} s (routing_demo_sent_ids_expire), or by a "
+                    "process that does not record SENT"
+                )
         else:
             document["meaning"] = (
                 f"PENDING: {type(backend).__name__} cannot record SENT, so this reads the "

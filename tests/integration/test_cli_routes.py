@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from kombu import Connection, Consumer, Queue
 
 from routing_demo.cli._common import EXIT_FAILED, EXIT_MISMATCH, EXIT_UNKNOWN
@@ -258,7 +259,16 @@ def test_when_a_task_is_sent_but_not_started_then_status_says_sent_not_unknown(
     code, unknown = cli.json("status", str(uuid.uuid4()))
     assert code == EXIT_UNKNOWN
     assert unknown["state"] == "PENDING"
-    assert "unknown or expired" in unknown["meaning"]
+    assert unknown["expired"] is False
+    assert unknown["meaning"].startswith("unknown: no send of this id is on record")
+
+    # Redis expiring the result (result_expires) is the key's deletion.
+    redis.Redis.from_url(cli.env["CELERY_RESULT_BACKEND"]).delete(f"celery-task-meta-{sent['id']}")
+    code, expired = cli.json("status", sent["id"])
+    assert code == EXIT_UNKNOWN
+    assert (expired["state"], expired["expired"]) == ("PENDING", True)
+    assert expired["date_sent"] == status["date_sent"]
+    assert expired["meaning"].startswith("expired: sent at")
 
 
 def test_when_results_go_through_rpc_then_status_says_another_process_cannot_know(
