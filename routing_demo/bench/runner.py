@@ -220,15 +220,13 @@ def plan_peers(shipped: Variant) -> list[Spec]:
     confirmed ``apply_async`` and the batch ways), the safe-publish ceilings
     and the peers: plain Celery with the same pool, concurrency and result
     backend, Dramatiq with the same processes x threads, confirms off and on."""
-    as_run = shipped.with_(events=True)
     return [
         *(
             Spec(f"raw/amqp-{mode}", "raw-amqp", "ceiling", shipped, mode=mode)
             for mode in RAW_AMQP_MODES
         ),
-        # As `routes workers start` and compose run it: with task events.
-        Spec(stats.SHIPPED_RPC_ID, "celery", "shipped", as_run, results=True, batch_sends=True),
-        Spec(stats.SHIPPED_REDIS_ID, "celery", "shipped", as_run, backend="redis", results=True),
+        Spec(stats.SHIPPED_RPC_ID, "celery", "shipped", shipped, results=True, batch_sends=True),
+        Spec(stats.SHIPPED_REDIS_ID, "celery", "shipped", shipped, backend="redis", results=True),
         Spec(stats.PLAIN_RPC_ID, "plain-celery", "peer", shipped, results=True),
         Spec(stats.PLAIN_REDIS_ID, "plain-celery", "peer", shipped, backend="redis", results=True),
         Spec(stats.DRAMATIQ_ID, "dramatiq", "peer", shipped, mode="no-confirms"),

@@ -80,8 +80,7 @@ class Variant:
     #: ``classic`` or ``quorum``: the type of every durable queue
     #: (``routing_demo.topology.build_queues``).
     queue_type: str = "classic"
-    #: Task events (``-E``): off in Celery's defaults and the config module,
-    #: on for the workers ``routes workers start`` and compose run.
+    #: Task events (``-E``): off in Celery's defaults and as shipped.
     events: bool = False
 
     def __post_init__(self) -> None:

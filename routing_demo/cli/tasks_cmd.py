@@ -37,11 +37,33 @@ follow_option = click.option(
     help="Print each state change as it happens, until the task ends (needs workers with -E).",
 )
 
+enable_events_option = click.option(
+    "--enable-events",
+    is_flag=True,
+    help=(
+        "With --follow: first turn task events on in every worker (celery control "
+        "enable_events); they stay on until `celery control disable_events`."
+    ),
+)
+
+
+def turn_on_events(app: Any) -> None:
+    """Ask every worker to send task events, and say who answered (stderr)."""
+    replies = app.control.enable_events(reply=True, timeout=1.0) or []
+    workers = sorted(name for reply in replies for name in reply)
+    named = ", ".join(workers) or "none answered"
+    click.echo(
+        f"task events turned on in {len(workers)} worker(s): {named} "
+        "(`celery control disable_events` turns them off)",
+        err=True,
+    )
+
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @task_call_options
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the result.")
 @follow_option
+@enable_events_option
 @json_option
 @click.pass_context
 def send(
@@ -54,6 +76,7 @@ def send(
     exchange: str | None,
     timeout: float,
     follow_events: bool,
+    enable_events: bool,
     as_json: bool,
 ) -> None:
     """Send TASK, wait, and print its id, state, result, queue and worker.
@@ -68,7 +91,7 @@ def send(
       celery -A routing_demo routes send mul 6 7 --json
       # Results any process can read later: Redis
       celery -A routing_demo --result-backend redis://localhost:6379/0 routes send sub 9 4
-      # Every state change, live (workers started with -E)
+      # Every state change, live (workers started with -E, or --enable-events)
       celery -A routing_demo routes send flaky 2 --follow
     """
     app = get_app(ctx)
@@ -90,6 +113,8 @@ def send(
             return send_recorded(app, name, call_args, kwargs, task_id=task_id, **overrides)
 
         try:
+            if enable_events:
+                turn_on_events(app)
             outcome = follow(
                 app, task_id, change_printer(as_json), timeout=timeout, after_attach=send_now
             )
@@ -209,6 +234,7 @@ def describe_state(app: Any, task_id: str) -> tuple[dict[str, Any], int]:
 @click.command()
 @click.argument("task_id")
 @follow_option
+@enable_events_option
 @click.option(
     "--timeout",
     default=60.0,
@@ -218,7 +244,12 @@ def describe_state(app: Any, task_id: str) -> tuple[dict[str, Any], int]:
 @json_option
 @click.pass_context
 def status(
-    ctx: click.Context, task_id: str, follow_events: bool, timeout: float, as_json: bool
+    ctx: click.Context,
+    task_id: str,
+    follow_events: bool,
+    enable_events: bool,
+    timeout: float,
+    as_json: bool,
 ) -> None:
     """What the result backend knows about TASK_ID, in plain words.
 
@@ -239,12 +270,14 @@ def status(
     Examples:
       celery -A routing_demo --result-backend redis://localhost:6379/0 routes status 6c1d…
       celery -A routing_demo routes status 6c1d… --json
-      # Every change until it ends (workers started with -E)
+      # Every change until it ends (workers started with -E, or --enable-events)
       celery -A routing_demo --result-backend redis://localhost:6379/0 routes status 6c1d… --follow
     """
     if follow_events:
         app = get_app(ctx)
         try:
+            if enable_events:
+                turn_on_events(app)
             outcome = follow(app, task_id, change_printer(as_json), timeout=timeout)
         except broker_errors(app) as exc:
             click.echo(f"cannot follow {task_id}: the broker cannot be reached: {exc}", err=True)

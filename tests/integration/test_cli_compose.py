@@ -29,6 +29,9 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
+#: Where compose mounts the workers' state volume (``--statedb`` files).
+STATE_MOUNT = "/home/routing_demo/state"
+
 
 @pytest.fixture(scope="module", params=list(STACKS), ids=lambda p: p or "default")
 def compose_workers(
@@ -36,17 +39,21 @@ def compose_workers(
     vhost_factory: Callable[[str], str],
     redis_url: str,
     management: ManagementAPI,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[dict[str, str], dict[str, list[str]]]]:
     """Every worker service of one stack, its command started as it is
     written (plus the start-up options that do not change routing), with the
-    stack's queue type; the vhost holds what the stack's brokers load."""
+    stack's queue type; the vhost holds what the stack's brokers load. The
+    state volume's mount point becomes a directory of the test's."""
     profile = request.param
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     variables = {"WORKER_CONCURRENCY": "1", "RABBITMQ_PASSWORD": "unused"}
+    volume = str(tmp_path_factory.mktemp("worker-state"))
     commands = {
-        name: [interpolate(arg, variables) for arg in command]
+        name: [interpolate(arg, variables).replace(STATE_MOUNT, volume) for arg in command]
         for name, command in workers(compose, profile).items()
     }
+    assert all(any(volume in arg for arg in command) for command in commands.values())
     environment = compose["services"][next(iter(commands))]["environment"]
     queue_type = environment.get(QUEUE_TYPE_ENV, "classic")
     assert queue_type == STACKS[profile]["queue_type"]

@@ -284,3 +284,24 @@ def test_when_workers_send_events_then_the_broker_confirms_none_but_every_task(
         assert not channel["message_stats"].get("confirm"), channel["name"]
     for channel in others:
         assert channel["confirm"] is True, channel["name"]
+
+
+@pytest.mark.parametrize("stack", ["redis"], indirect=True)
+def test_when_workers_run_without_events_then_enable_events_turns_them_on_to_follow(
+    stack: Stack,
+) -> None:
+    """The shared stack's workers start without ``--events`` (as shipped):
+    ``--enable-events`` asks each to send them before following."""
+    try:
+        follower = Follower(stack, "send", "add", "2", "3", "--follow", "--enable-events", "--json")
+        code, lines, stderr = follower.finish()
+    finally:
+        stack.client.control.disable_events()
+    assert code == 0, stderr
+    assert "task events turned on in 3 worker(s)" in stderr
+    timeline = changes(lines)
+    assert without_received(timeline) == [SENT, states.STARTED, states.SUCCESS]
+    for change in timeline[1:]:
+        assert change["worker"] == stack.node("add").hostname, change
+        assert change["queue"] == "add", change
+    assert timeline[-1]["result"] == "5"

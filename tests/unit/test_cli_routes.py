@@ -602,9 +602,10 @@ def test_when_workers_status_runs_on_a_cluster_then_it_shows_queues_below_quorum
 
 
 @pytest.mark.parametrize(
-    ("flags", "events"), [((), True), (("-E",), True), (("--no-events",), False)]
+    ("flags", "events"),
+    [((), False), (("-E",), True), (("--events",), True), (("--no-events",), False)],
 )
-def test_when_workers_start_then_task_events_are_on_unless_turned_off(
+def test_when_workers_start_then_task_events_are_off_unless_asked_for(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: tuple[str, ...], events: bool
 ) -> None:
     started: list[list[str]] = []
