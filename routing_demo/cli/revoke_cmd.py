@@ -163,6 +163,10 @@ def explain(task: Revoked, backend: Any, acknowledged: bool) -> tuple[str, bool]
             f"this id is queued, finished or unknown. {later}",
             False,
         )
+    ended = task.state in states.READY_STATES and task.state != states.REVOKED
+    if ended and task.state_before not in states.READY_STATES:
+        # It ran to its end between the first read and the revoke.
+        return f"it finished ({task.state}) before the revoke reached it: its record stays", True
     if task.held_by or task.state_before in NOT_STARTED - {states.PENDING}:
         if "active" in task.held_by.values():
             return "it was running: revoked", True

@@ -686,3 +686,18 @@ def test_when_a_signal_is_misspelt_then_revoke_refuses() -> None:
     result = invoke("revoke", "d" * 32, "--terminate", "--signal", "TERMINATE")
     assert result.exit_code == 2
     assert "no such signal" in result.output
+
+
+def test_when_a_task_finishes_between_the_reads_then_revoke_says_it_finished() -> None:
+    from routing_demo.cli.revoke_cmd import Revoked, explain
+
+    raced = Revoked("e" * 32, state_before="RETRY")
+    raced.state = "SUCCESS"
+    meaning, known = explain(raced, object(), acknowledged=True)
+    assert known
+    assert meaning == "it finished (SUCCESS) before the revoke reached it: its record stays"
+    waiting = Revoked("f" * 32, state_before="RETRY")
+    waiting.state = "REVOKED"
+    assert (
+        explain(waiting, object(), acknowledged=True)[0] == "it was waiting to be retried: revoked"
+    )
