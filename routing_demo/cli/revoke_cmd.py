@@ -84,6 +84,10 @@ class Revoked:
         }
 
     def where(self) -> str:
+        if not self.held_by and self.state_before == states.RETRY:
+            # A retry keeps the task's id; the worker forgets the id's new
+            # request when the failed attempt ends, so ``query_task`` misses it.
+            return "waiting for its retry (no worker lists a retry's countdown)"
         if not self.held_by:
             return "not held by any worker"
         return "; ".join(
