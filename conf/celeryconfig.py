@@ -64,6 +64,9 @@ task_publish_retry_policy = {
 #: (two of three nodes down) never confirms: the wait ends, and the publish
 #: is retried through another node (``routing_demo.publish``).
 publish_confirm_timeout = float(os.environ.get("ROUTING_DEMO_PUBLISH_CONFIRM_TIMEOUT", "10"))
+#: Messages a pipelined batch (``routing_demo.batch``: a ``group``,
+#: ``send_all``, ``pipelined``) keeps unconfirmed on its channel at most.
+publish_confirm_window = 1000
 #: Seconds a publish may take in all, retries included; then it raises
 #: ``PublishTimeout`` naming the cause. Longer than a broker restart.
 publish_timeout = float(os.environ.get("ROUTING_DEMO_PUBLISH_TIMEOUT", "60"))
