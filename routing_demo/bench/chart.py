@@ -64,12 +64,17 @@ def write_chart(document: Mapping[str, Any], path: Path) -> str | None:
     rows: Sequence[Mapping[str, Any]] = document["rows"]
     groups = grouped_rates(rows)
     latencies = [r for r in rows if r["unit"] == "ms"]
-    fig, (top, bottom) = plt.subplots(
-        2,
-        1,
-        figsize=(11, 3 + 0.42 * len(groups)),
-        gridspec_kw={"height_ratios": [max(len(groups), 1), max(len(latencies), 1) / 3 + 2]},
-    )
+    # The latency panel only when the run measured latency (not in --only subsets without e2e).
+    if latencies:
+        fig, (top, bottom) = plt.subplots(
+            2,
+            1,
+            figsize=(11, 3 + 0.42 * len(groups)),
+            gridspec_kw={"height_ratios": [max(len(groups), 1), len(latencies) / 3 + 2]},
+        )
+    else:
+        fig, top = plt.subplots(1, 1, figsize=(11, 1.5 + 0.42 * len(groups)))
+        bottom = None
     height = 0.4
     for index, group in enumerate(groups):
         if group["shipped"]:
@@ -103,14 +108,15 @@ def write_chart(document: Mapping[str, Any], path: Path) -> str | None:
         "bold on yellow: the shipped app; purple: peers; [C P L R]: guarantees kept",
         fontsize=9,
     )
-    bottom.barh(range(len(latencies)), [r["value"] for r in latencies], color="#2ca02c")
-    bottom.set_yticks(
-        range(len(latencies)),
-        [f"{r['measurement']}  {r['metric']}" for r in latencies],
-        fontsize=7,
-    )
-    bottom.invert_yaxis()
-    bottom.set_xlabel("send -> result latency, ms")
+    if bottom is not None:
+        bottom.barh(range(len(latencies)), [r["value"] for r in latencies], color="#2ca02c")
+        bottom.set_yticks(
+            range(len(latencies)),
+            [f"{r['measurement']}  {r['metric']}" for r in latencies],
+            fontsize=7,
+        )
+        bottom.invert_yaxis()
+        bottom.set_xlabel("send -> result latency, ms")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
