@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from celery.utils.nodenames import gethostname, host_format
+
 from routing_demo.workers import WorkerGroup, worker_nodes
 
 
@@ -24,7 +26,9 @@ def test_when_node_named_then_hostname_is_name_at_host() -> None:
     node = worker_nodes(suffix="-x")[0]
     name, _, host = node.hostname.partition("@")
     assert name == "add-x"
-    assert host
+    assert host == gethostname()
+    # The name a worker started with ``-n add-x@%h`` reports, as Celery expands it.
+    assert node.hostname == host_format("add-x@%h")
 
 
 def test_when_group_started_then_each_node_keeps_revokes_in_a_file_and_sends_events_if_asked(
