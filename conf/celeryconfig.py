@@ -17,6 +17,7 @@ from routing_demo.topology import (
     TASK_ROUTES,
     default_queue,
     task_exchange,
+    worker_selection_options,
 )
 from routing_demo.transports import LIBRABBITMQ_TRANSPORT, broker_transport_for
 
@@ -119,6 +120,17 @@ task_default_routing_key = default_queue.routing_key
 task_default_queue_type = QUEUES.queue_type
 #: A route or ``-Q`` naming an undeclared queue is an error, not a new queue.
 task_create_missing_queues = False
+#: Which worker consumes which queue, for the ``routes`` tools (``topology``,
+#: ``explain``, ``verify``, ``workers start``): node base name -> its
+#: ``celery worker`` selection, ``{"add": "-Q add", "sub": "-Q sub", "default":
+#: "-X add,sub"}``, from ``routing_demo.topology``. An app without this setting
+#: gets its answer from the live workers (``inspect active_queues``).
+routes_worker_selections = worker_selection_options()
+#: Queues that hold dead letters and unroutable messages: declared by every
+#: worker (``routing_demo.consumer``), bound to the exchanges the task queues'
+#: ``x-dead-letter-exchange`` and the task exchange's ``alternate-exchange``
+#: name, and consumed by nobody, so they are not among ``task_queues``.
+routes_holding_queues = QUEUES.holding_queues
 #: Persistent messages in durable queues survive a broker restart.
 task_default_delivery_mode = "persistent"
 #: Acknowledge after the task ran, and give the message back when the worker

@@ -36,6 +36,7 @@ __all__ = [
     "task_exchange",
     "unroutable_exchange",
     "unroutable_queue",
+    "worker_selection_options",
     "worker_selections",
 ]
 
@@ -239,3 +240,9 @@ def worker_selections() -> dict[str, tuple[str, str]]:
     selections = {name: ("-Q", name) for name in routed}
     selections[default_queue.name] = ("-X", ",".join(routed))
     return selections
+
+
+def worker_selection_options() -> dict[str, str]:
+    """``worker_selections`` as the app's ``routes_worker_selections`` setting
+    holds them: node base name -> ``"-Q add"``, ``"-X add,sub"``."""
+    return {base: f"{option} {names}" for base, (option, names) in worker_selections().items()}

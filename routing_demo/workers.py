@@ -1,9 +1,10 @@
 """One worker per queue, started and stopped through ``celery multi``.
 
 ``celery multi`` already daemonizes nodes, writes pidfiles and log files and
-waits for a warm shutdown (``stopwait``); this module only turns the
-topology's worker selections into its command line, and waits until every
-node answers a ``ping`` before anyone sends work.
+waits for a warm shutdown (``stopwait``); this module only turns an app's
+worker selections (its ``routes_worker_selections`` setting, routing_demo's
+from its topology) into its command line, and waits until every node answers
+a ``ping`` before anyone sends work.
 
 Before starting a node it waits until the broker has let go of the node's
 ``<node>.celery.pidbox`` queue. That queue is exclusive to the connection
@@ -39,10 +40,13 @@ from .security import broker_password_from_file
 from .topology import TASK_QUEUES, worker_selections
 
 __all__ = [
+    "SELECTIONS_SETTING",
     "PidboxLocked",
     "WorkerGroup",
     "WorkerNode",
+    "declared_selections",
     "node_option",
+    "parse_selection",
     "pid_alive",
     "wait_pidbox_released",
     "worker_nodes",
@@ -52,6 +56,15 @@ logger = logging.getLogger(__name__)
 
 #: Broker URL schemes of RabbitMQ, whose pidbox queues are exclusive.
 _AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "pyamqps", "librabbitmq"})
+
+#: The app setting that says which worker consumes which queue: node base
+#: name -> its ``celery worker`` queue option, ``{"add": "-Q add", "default":
+#: "-X add,sub"}``. Celery itself has no such setting; the routing tools read
+#: it, and without it ask the live workers.
+SELECTIONS_SETTING = "routes_worker_selections"
+
+#: ``celery worker`` spellings of the two queue options, by their short form.
+_QUEUE_OPTIONS = {"-Q": "-Q", "--queues": "-Q", "-X": "-X", "--exclude-queues": "-X"}
 
 #: Seconds ``WorkerGroup.start`` waits for a former run's pidbox queue to go.
 PIDBOX_TIMEOUT = 30.0
@@ -74,19 +87,49 @@ class WorkerNode:
         """The node name Celery reports, as ``celery multi`` builds it: ``add@host``."""
         return nodename(self.name, gethostname())
 
-    def consumed_queues(self) -> list[str]:
-        """The declared queues this node's ``-Q``/``-X`` selection leaves it."""
+    def consumed_queues(self, app: Celery | None = None) -> list[str]:
+        """The queues ``app`` declares (``app.amqp.queues``; routing_demo's
+        task queues without an app) that this node's ``-Q``/``-X`` selection
+        leaves it, in declaration order."""
         names = set(self.queue_names.split(","))
         include = self.queue_option == "-Q"
-        return [queue.name for queue in TASK_QUEUES if (queue.name in names) == include]
+        declared = list(app.amqp.queues) if app is not None else [q.name for q in TASK_QUEUES]
+        return [name for name in declared if (name in names) == include]
 
 
-def worker_nodes(suffix: str = "") -> list[WorkerNode]:
-    """The topology's worker per queue; ``suffix`` makes node names unique
-    (two test sessions on one host must not share ``add@host``)."""
+def parse_selection(selection: str | tuple[str, str] | list[str]) -> tuple[str, str]:
+    """``"-Q add"``, ``"--exclude-queues=add,sub"`` or ``("-X", "add,sub")``
+    as ``(option, names)`` with the short option; ``ValueError`` otherwise."""
+    if isinstance(selection, str):
+        option, _, names = selection.strip().replace("=", " ", 1).partition(" ")
+    else:
+        option, names = selection
+    option, names = option.strip(), ",".join(n.strip() for n in names.split(",") if n.strip())
+    if option not in _QUEUE_OPTIONS or not names:
+        raise ValueError(
+            f"{selection!r}: a worker selection is -Q or -X and queue names, e.g. '-Q add'"
+        )
+    return _QUEUE_OPTIONS[option], names
+
+
+def declared_selections(app: Celery) -> dict[str, tuple[str, str]] | None:
+    """The app's ``routes_worker_selections`` as node base name -> (option,
+    names), or ``None`` when it declares none. ``ValueError`` on a selection
+    that is not a ``-Q``/``-X`` option."""
+    declared = app.conf.get(SELECTIONS_SETTING)
+    if not declared:
+        return None
+    return {str(base): parse_selection(selection) for base, selection in declared.items()}
+
+
+def worker_nodes(suffix: str = "", *, app: Celery | None = None) -> list[WorkerNode]:
+    """One node per worker selection: ``app``'s ``routes_worker_selections``
+    (none declared: no node), routing_demo's own topology without an app.
+    ``suffix`` makes node names unique (two test sessions on one host must
+    not share ``add@host``)."""
+    selections = worker_selections() if app is None else declared_selections(app) or {}
     return [
-        WorkerNode(f"{base}{suffix}", option, names)
-        for base, (option, names) in worker_selections().items()
+        WorkerNode(f"{base}{suffix}", option, names) for base, (option, names) in selections.items()
     ]
 
 
@@ -94,7 +137,10 @@ class WorkerGroup:
     """Nodes that ``celery multi`` starts and stops together.
 
     Pidfiles and logs go to ``run_dir`` as ``<node>.pid`` and ``<node>.log``;
-    ``env`` (e.g. ``CELERY_BROKER_URL``) is passed to every node.
+    ``env`` (e.g. ``CELERY_BROKER_URL``) is passed to every node. Every node
+    runs ``celery -A <app_name> worker``; ``broker_url``, when given, is where
+    the start waits for former pidbox queues to go (else the nodes'
+    ``CELERY_BROKER_URL`` or routing_demo's configuration module).
 
     Each node keeps its revoked task ids in ``<node>.state`` (``--statedb``),
     written as each revoke arrives (``routing_demo.revokes``): a node
@@ -115,8 +161,12 @@ class WorkerGroup:
         worker_options: Sequence[str] = ("--concurrency=1", "--loglevel=INFO"),
         node_options: Mapping[str, Sequence[str]] | None = None,
         events: bool = False,
+        app_name: str = "routing_demo",
+        broker_url: str | None = None,
     ) -> None:
         self.nodes = list(nodes)
+        self.app_name = app_name
+        self._broker_url = broker_url
         self.run_dir = Path(run_dir)
         self.env = {**os.environ, **(env or {})}
         self.worker_options = list(worker_options)
@@ -157,7 +207,7 @@ class WorkerGroup:
             command,
             *(node.name for node in self.nodes),
             "-A",
-            "routing_demo",
+            self.app_name,
             *per_node,
             f"--pidfile={self.run_dir}/%n.pid",
             f"--logfile={self.run_dir}/%n.log",
@@ -188,6 +238,8 @@ class WorkerGroup:
     def broker_url(self) -> str:
         """The broker the nodes connect to: ``CELERY_BROKER_URL`` in their
         environment, else their configuration module's ``broker_url``."""
+        if self._broker_url:
+            return self._broker_url
         url = self.env.get("CELERY_BROKER_URL")
         if url:
             return url
