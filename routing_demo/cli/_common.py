@@ -23,6 +23,7 @@ __all__ = [
     "EXIT_MISMATCH",
     "EXIT_OK",
     "EXIT_UNKNOWN",
+    "app_option",
     "broker_errors",
     "broker_vhost",
     "emit_json",
@@ -99,6 +100,15 @@ def get_app(ctx: click.Context) -> Celery:
     from .. import celery_app
 
     return celery_app
+
+
+def app_option(ctx: click.Context) -> str:
+    """What ``celery -A …`` was given, so that a printed or spawned command
+    loads the same app; the app's main name when run without it."""
+    given = ctx.find_root().params.get("app")
+    if given:
+        return str(given)
+    return get_app(ctx).main or "routing_demo"
 
 
 def emit_json(document: Any) -> None:

@@ -36,7 +36,7 @@ from kombu.transport.native_delayed_delivery import (
     level_name,
 )
 
-from ..workers import worker_nodes
+from ..workers import SELECTIONS_SETTING, worker_nodes
 from .model import Topology, read_topology
 
 __all__ = [
@@ -182,11 +182,12 @@ CWR = ("configure", "write", "read")
 
 
 def app_resources(app: Celery, topology: Topology | None = None) -> list[Resource]:
-    """Every queue and exchange routing_demo's workers and clients declare,
+    """Every queue and exchange the app's workers and clients declare,
     publish to, bind or consume, with the access each needs.
 
-    Names come from where they are decided: the topology (``read_topology``),
-    the worker per queue (``routing_demo.workers``), Celery's control mailbox
+    Names come from where they are decided: the app's topology
+    (``read_topology``), its worker selections (``routes_worker_selections``:
+    without them any node name may run a worker), Celery's control mailbox
     (``app.control.mailbox``) and event settings. rpc:// and Redis results
     are both covered: switching backends needs no other user.
     """
@@ -205,7 +206,7 @@ def app_resources(app: Celery, topology: Topology | None = None) -> list[Resourc
         for name in topology.exchanges
     ]
     for declared in topology.queues.values():
-        if declared.unconsumed_on_purpose:
+        if declared.unconsumed_on_purpose and not declared.task_queue:
             resources.append(
                 Resource(
                     "queue",
@@ -229,8 +230,15 @@ def app_resources(app: Celery, topology: Topology | None = None) -> list[Resourc
             )
     if detect_quorum_queues(app, "amqp")[0]:
         resources += delayed_delivery_resources()
-    bases = sorted({node.name for node in worker_nodes()})
-    node_pattern = f"(?:{'|'.join(map(_literal, bases))})[^@]*@.+"
+    bases = sorted({node.name for node in worker_nodes(app=app)})
+    if bases:
+        node_pattern = f"(?:{'|'.join(map(_literal, bases))})[^@]*@.+"
+        node_names = (
+            f"only the topology's node names ({', '.join(bases)}, with any suffix) may run a worker"
+        )
+    else:
+        node_pattern = "[^@]+@.+"
+        node_names = f"any node name: the app declares no {SELECTIONS_SETTING}"
     resources += [
         Resource(
             "exchange",
@@ -253,8 +261,7 @@ def app_resources(app: Celery, topology: Topology | None = None) -> list[Resourc
             mailbox.get_queue("<node>").name,
             _literal(mailbox.get_queue("@").name).replace("@", node_pattern, 1),
             CWR,
-            "each worker's control queue, named after its node: only the topology's "
-            f"node names ({', '.join(bases)}, with any suffix) may run a worker",
+            f"each worker's control queue, named after its node: {node_names}",
         ),
         Resource(
             "queue",

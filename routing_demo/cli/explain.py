@@ -21,8 +21,7 @@ from celery.exceptions import QueueNotFound
 from kombu import Exchange
 
 from ..sent_state import suppressed
-from ..workers import worker_nodes
-from .model import read_topology, routing_key_matches
+from .model import DECLARED, LIVE, Workers, read_topology, routing_key_matches
 
 __all__ = ["RouteExplanation", "Selection", "explain_route", "select_queues"]
 
@@ -106,12 +105,18 @@ class RouteExplanation:
     routing_key: str
     #: Queues the broker delivers to, from the declared bindings.
     delivered_to: list[str]
-    #: Topology workers (node base name) consuming those queues.
+    #: Known workers consuming those queues: node base names of the app's
+    #: declared selections, or node names of live workers.
     consumed_by: dict[str, list[str]]
     selection: Selection | None = None
     error: str | None = None
     #: How the broker gets there when it is not a plain binding match.
     note: str | None = None
+    #: Where ``consumed_by`` comes from (``Workers.source``) and its wording.
+    workers_source: str = DECLARED
+    workers: str = ""
+    #: Something worth knowing that is not an error (no worker is known).
+    warning: str | None = None
 
     @property
     def selection_consumes(self) -> bool | None:
@@ -134,6 +139,8 @@ class RouteExplanation:
             "consumed_by": self.consumed_by,
             "error": self.error,
             "note": self.note,
+            "warning": self.warning,
+            "workers": {"source": self.workers_source, "description": self.workers},
         }
         if self.selection is not None:
             document["selection"] = {
@@ -174,9 +181,11 @@ def explain_route(
     exchange: str | None = None,
     include: str | None = None,
     exclude: str | None = None,
+    workers: Workers | None = None,
 ) -> RouteExplanation:
     """Explain where ``name`` goes; ``queue``/``routing_key``/``exchange`` are
-    the ``apply_async`` options of the same names."""
+    the ``apply_async`` options of the same names. ``workers`` (``read_workers``)
+    says who consumes what; by default the app's declared selections."""
     args = list(args or [])
     kwargs = dict(kwargs or {})
     overrides = {
@@ -218,7 +227,7 @@ def explain_route(
         sent_exchange = sent_exchange.name
     sent_key = recorder.published.get("routing_key") or ""
     routed_queue = routed.get("queue")
-    topology = read_topology(app)
+    topology = read_topology(app, workers=workers)
 
     note = None
     if sent_exchange == "":
@@ -233,9 +242,10 @@ def explain_route(
             note = f"no binding matches: RabbitMQ passes it to alternate exchange {alternate!r}"
             delivered = _bound_queues(topology, alternate, sent_key)
     consumed_by = {
-        queue_name: [node.name for node in worker_nodes() if queue_name in node.consumed_queues()]
+        queue_name: [worker.name for worker in topology.workers.consumers_of(queue_name)]
         for queue_name in delivered
     }
+    error, warning = _delivery_error(delivered, consumed_by, topology.workers)
     return RouteExplanation(
         task=name,
         args=args,
@@ -249,17 +259,33 @@ def explain_route(
         delivered_to=delivered,
         consumed_by=consumed_by,
         selection=selection,
-        error=_delivery_error(delivered, consumed_by),
+        error=error,
         note=note,
+        workers_source=topology.workers.source,
+        workers=topology.workers.describe(),
+        warning=warning,
     )
 
 
-def _delivery_error(delivered: list[str], consumed_by: dict[str, list[str]]) -> str | None:
+def _delivery_error(
+    delivered: list[str], consumed_by: dict[str, list[str]], workers: Workers
+) -> tuple[str | None, str | None]:
+    """(error, warning): a message dropped, or delivered where no known
+    worker consumes, is an error; when no worker is known at all (nothing
+    declared, nobody answered) that is only said."""
     if not delivered:
-        return "no declared binding delivers this message: it is dropped"
-    if not any(consumed_by.values()):
-        return f"it lands in {', '.join(delivered)}, which no topology worker consumes"
-    return None
+        return "no declared binding delivers this message: it is dropped", None
+    if any(consumed_by.values()):
+        return None, None
+    landing = ", ".join(delivered)
+    if workers.source == DECLARED:
+        return f"it lands in {landing}, which no topology worker consumes", None
+    if workers.source == LIVE:
+        return f"it lands in {landing}, which no live worker consumes", None
+    return (
+        None,
+        f"it lands in {landing}; which worker consumes it is unknown ({workers.describe()})",
+    )
 
 
 def _bound_queues(topology: Any, exchange: str, routing_key: str) -> list[str]:

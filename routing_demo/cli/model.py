@@ -1,13 +1,15 @@
 """The declared topology as the broker should see it, read from the app.
 
-Celery's own objects are the source: ``app.amqp.queues`` (the ``task_queues``
-setting after Celery applied its defaults, such as ``task_queue_max_priority``),
-``app.amqp.routes`` (``task_routes`` as Celery's router holds them) and
-``routing_demo.workers`` for the worker that consumes each queue. The
-holding queues (dead letters, unroutable messages) are added when a task
+Celery's own objects are the source, for whichever app ``-A`` names:
+``app.amqp.queues`` (the ``task_queues`` setting after Celery applied its
+defaults, such as ``task_queue_max_priority``), ``app.amqp.routes``
+(``task_routes`` as Celery's router holds them), and for the worker that
+consumes each queue the app's ``routes_worker_selections`` or, without one,
+the live workers' own answer (``inspect active_queues``). A holding queue
+(dead letters, unroutable messages) is one bound to an exchange that a
 queue's ``x-dead-letter-exchange`` or an exchange's ``alternate-exchange``
-names their exchange: the worker declares them (``routing_demo.consumer``)
-but, on purpose, nobody consumes them.
+names; the app may declare such queues outside ``task_queues``
+(``routes_holding_queues``) so that no worker consumes them.
 """
 
 from __future__ import annotations
@@ -22,18 +24,80 @@ from kombu import Exchange, Queue
 from kombu.transport.base import to_rabbitmq_queue_arguments
 from kombu.transport.virtual.exchange import TopicExchange
 
-from ..topology import dead_letter_queue, unroutable_queue
-from ..workers import worker_nodes
+from ..workers import SELECTIONS_SETTING, declared_selections, worker_nodes
+from ._common import broker_errors
 
 __all__ = [
+    "HOLDING_SETTING",
     "DeclaredBinding",
     "DeclaredQueue",
+    "KnownWorker",
     "Topology",
+    "Workers",
     "queue_arguments",
     "read_topology",
+    "read_workers",
     "route_rules",
     "routing_key_matches",
 ]
+
+#: The app setting listing queues that hold dead letters or unroutable
+#: messages but are not ``task_queues`` (no worker may consume them).
+HOLDING_SETTING = "routes_holding_queues"
+
+#: Where the workers of a ``Workers`` come from.
+DECLARED, LIVE, NONE, NOT_ASKED = "declared", "live", "none", "not-asked"
+
+
+@dataclass(frozen=True)
+class KnownWorker:
+    """A worker and the queues it consumes."""
+
+    #: The node's base name (``add``) for a declared selection, the full
+    #: node name (``add@host``) for a live worker.
+    name: str
+    queues: tuple[str, ...]
+    #: The ``celery worker`` command of a declared selection, or what a
+    #: live worker is.
+    command: str
+
+
+@dataclass(frozen=True)
+class Workers:
+    """The workers the tools know of, and where that knowledge came from."""
+
+    #: ``declared`` (the app's ``routes_worker_selections``), ``live``
+    #: (workers that answered ``inspect active_queues``), ``none`` (neither),
+    #: ``not-asked`` (nothing declared, live workers not asked).
+    source: str
+    workers: tuple[KnownWorker, ...] = ()
+    #: Why no live worker could be asked (the broker's error), if so.
+    error: str | None = None
+
+    def consumers_of(self, queue: str) -> list[KnownWorker]:
+        return [worker for worker in self.workers if queue in worker.queues]
+
+    def describe(self) -> str:
+        if self.source == DECLARED:
+            return f"from the app's {SELECTIONS_SETTING}"
+        if self.source == LIVE:
+            count = len(self.workers)
+            plural = "s" if count != 1 else ""
+            return f"from the {count} live worker{plural} (inspect active_queues)"
+        if self.source == NOT_ASKED:
+            return "no selection declared (live workers not asked)"
+        reason = f" (cannot ask: {self.error})" if self.error else ""
+        return f"no selection declared and no worker answered{reason}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "description": self.describe(),
+            "workers": [
+                {"name": w.name, "queues": list(w.queues), "command": w.command}
+                for w in self.workers
+            ],
+        }
 
 
 @dataclass(frozen=True)
@@ -54,10 +118,14 @@ class DeclaredQueue:
     queue: Queue
     arguments: dict[str, Any]
     bindings: tuple[DeclaredBinding, ...]
-    #: ``celery worker`` commands (one per topology worker) that consume it.
+    #: ``celery worker`` commands (one per declared worker selection), or
+    #: the live workers, that consume it.
     consumers: tuple[str, ...]
-    #: Declared but meant to be consumed by nobody (the dead-letter queue).
+    #: A holding queue (dead letters, unroutable messages) that no known
+    #: worker consumes: meant to be read by hand.
     unconsumed_on_purpose: bool = False
+    #: Among the app's ``task_queues`` (a worker without ``-Q`` consumes it).
+    task_queue: bool = True
 
     @property
     def name(self) -> str:
@@ -71,6 +139,8 @@ class Topology:
     #: ``task_routes`` rules in the order the router tries them.
     routes: list[dict[str, Any]]
     default_queue: str
+    #: Which worker consumes which queue, and how the tools know.
+    workers: Workers = field(default_factory=lambda: Workers(NOT_ASKED))
 
     @property
     def bindings(self) -> list[DeclaredBinding]:
@@ -117,8 +187,49 @@ def _exchanges(queue: Queue) -> list[Exchange]:
     return found
 
 
-def worker_command(option: str, names: str, node: str) -> str:
-    return f"celery -A routing_demo worker {option} {names} -n {node}@%h"
+def worker_command(app_name: str, option: str, names: str, node: str) -> str:
+    return f"celery -A {app_name} worker {option} {names} -n {node}@%h"
+
+
+def read_workers(
+    app: Celery,
+    *,
+    ask_live: bool = True,
+    timeout: float = 1.0,
+    app_name: str | None = None,
+) -> Workers:
+    """The workers of ``app``: its ``routes_worker_selections`` when it
+    declares them (``app_name`` is the ``-A`` value their commands print),
+    else, with ``ask_live``, whatever workers answer ``inspect
+    active_queues`` within ``timeout`` seconds."""
+    if declared_selections(app) is not None:
+        name = app_name or app.main or "routing_demo"
+        return Workers(
+            DECLARED,
+            tuple(
+                KnownWorker(
+                    node.name,
+                    tuple(node.consumed_queues(app)),
+                    worker_command(name, node.queue_option, node.queue_names, node.name),
+                )
+                for node in worker_nodes(app=app)
+            ),
+        )
+    if not ask_live:
+        return Workers(NOT_ASKED)
+    try:
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    except (OSError, *broker_errors(app)) as exc:
+        return Workers(NONE, error=str(exc) or type(exc).__name__)
+    found = tuple(
+        KnownWorker(
+            hostname,
+            tuple(queue["name"] for queue in queues or ()),
+            f"{hostname} (live worker)",
+        )
+        for hostname, queues in sorted(replies.items())
+    )
+    return Workers(LIVE, found) if found else Workers(NONE)
 
 
 def route_rules(app: Celery) -> list[dict[str, Any]]:
@@ -143,44 +254,51 @@ def _rule(index: int, pattern: str, route: Any) -> dict[str, Any]:
     return {"router": index, "pattern": pattern, "queue": queue, "options": options}
 
 
-def read_topology(app: Celery) -> Topology:
-    declared = list(app.amqp.queues.values())
-    referenced = {queue_arguments(q).get("x-dead-letter-exchange") for q in declared}
-    referenced.update(
+def holding_exchanges(queues: list[Queue]) -> set[str]:
+    """Exchanges that a queue's ``x-dead-letter-exchange`` or an exchange's
+    ``alternate-exchange`` names: what they receive is held, not run."""
+    named = {queue_arguments(queue).get("x-dead-letter-exchange") for queue in queues}
+    named.update(
         (exchange.arguments or {}).get("alternate-exchange")
-        for queue in declared
+        for queue in queues
         for exchange in _exchanges(queue)
     )
-    extras = [
-        queue
-        for queue in (dead_letter_queue, unroutable_queue)
-        if queue.exchange.name in referenced
-    ]
+    named.discard(None)
+    return {str(name) for name in named}
 
-    consumers: dict[str, list[str]] = {}
-    for node in worker_nodes():
-        for name in node.consumed_queues():
-            consumers.setdefault(name, []).append(
-                worker_command(node.queue_option, node.queue_names, node.name)
-            )
+
+def read_topology(app: Celery, *, workers: Workers | None = None) -> Topology:
+    """The app's topology; ``workers`` as ``read_workers`` gives them (by
+    default its declared selections only: nothing is asked of a broker)."""
+    declared = list(app.amqp.queues.values())
+    extras = [
+        queue for queue in app.conf.get(HOLDING_SETTING) or () if queue.name not in app.amqp.queues
+    ]
+    holding = holding_exchanges([*declared, *extras])
+    extras = [q for q in extras if {e.name for e in _exchanges(q)} & holding]
+    workers = workers or read_workers(app, ask_live=False)
 
     exchanges: dict[str, Exchange] = {}
     queues: dict[str, DeclaredQueue] = {}
     for queue in [*declared, *extras]:
         for exchange in _exchanges(queue):
             exchanges.setdefault(exchange.name, exchange)
+        consumers = tuple(worker.command for worker in workers.consumers_of(queue.name))
         queues[queue.name] = DeclaredQueue(
             queue=queue,
             arguments=queue_arguments(queue),
             bindings=_bindings(queue),
-            consumers=tuple(consumers.get(queue.name, ())),
-            unconsumed_on_purpose=queue in extras,
+            consumers=consumers,
+            unconsumed_on_purpose=not consumers
+            and bool({e.name for e in _exchanges(queue)} & holding),
+            task_queue=queue not in extras,
         )
     return Topology(
         exchanges=exchanges,
         queues=queues,
         routes=route_rules(app),
         default_queue=app.conf.task_default_queue,
+        workers=workers,
     )
 
 

@@ -13,6 +13,7 @@ from ._common import (
     EXIT_FAILED,
     EXIT_MISMATCH,
     EXIT_UNKNOWN,
+    app_option,
     broker_vhost,
     emit_json,
     generated_file_options,
@@ -36,10 +37,20 @@ from .definitions import (
     render_permissions,
 )
 from .explain import RouteExplanation, explain_route
-from .model import Topology, read_topology
+from .model import DECLARED, LIVE, Topology, Workers, read_topology, read_workers
 from .verify import quorum_problems, verify_topology
 
 __all__ = ["definitions", "explain", "permissions", "topology", "verify"]
+
+#: Seconds the tools wait for live workers to answer ``inspect active_queues``.
+WORKERS_TIMEOUT = 1.0
+
+
+def _workers(ctx: click.Context, *, ask_live: bool = True) -> Workers:
+    """The -A app's workers: its declared selections, else the live ones."""
+    return read_workers(
+        get_app(ctx), ask_live=ask_live, timeout=WORKERS_TIMEOUT, app_name=app_option(ctx)
+    )
 
 
 def topology_document(topology: Topology) -> dict[str, Any]:
@@ -68,6 +79,7 @@ def topology_document(topology: Topology) -> dict[str, Any]:
         ],
         "routes": topology.routes,
         "default_queue": topology.default_queue,
+        "workers": topology.workers.as_dict(),
     }
 
 
@@ -77,15 +89,17 @@ def topology_document(topology: Topology) -> dict[str, Any]:
 def topology(ctx: click.Context, as_json: bool) -> None:
     """Show exchanges, queues, routes and the worker command for each queue.
 
-    Everything comes from the app's configuration (task_queues, task_routes),
-    which routing_demo/topology.py feeds.
+    Everything comes from the app's configuration (task_queues, task_routes,
+    and routes_worker_selections for who consumes what; without that setting,
+    from the workers that answer inspect active_queues). routing_demo's comes
+    from routing_demo/topology.py.
 
     \b
     Examples:
       celery -A routing_demo routes topology
       celery -A routing_demo routes topology --json | jq '.queues[].name'
     """
-    model = read_topology(get_app(ctx))
+    model = read_topology(get_app(ctx), workers=_workers(ctx))
     if as_json:
         emit_json(topology_document(model))
         return
@@ -103,13 +117,23 @@ def topology(ctx: click.Context, as_json: bool) -> None:
         if queue.unconsumed_on_purpose:
             commands: tuple[str, ...] = ("nobody, on purpose (a holding queue: inspect by hand)",)
         else:
-            commands = queue.consumers or ("NOBODY: no worker selection covers it",)
+            commands = queue.consumers or (_nobody(model.workers),)
         for command in commands:
             click.echo(f"  {'':<12} consumed by: {command}")
     click.echo(f"\nRoutes (task_routes; first match wins, else queue {model.default_queue!r})")
     for rule in model.routes:
         extra = f" {rule['options']}" if rule["options"] else ""
         click.echo(f"  {rule['pattern']:<32} -> {rule['queue']}{extra}")
+    click.echo(f"\nworkers: {model.workers.describe()}")
+
+
+def _nobody(workers: Workers) -> str:
+    """What "consumed by" says of a queue no known worker consumes."""
+    if workers.source == DECLARED:
+        return "NOBODY: no worker selection covers it"
+    if workers.source == LIVE:
+        return "NOBODY: no live worker consumes it"
+    return "unknown: no worker selection declared and no worker answered"
 
 
 def _print_explanation(explained: RouteExplanation) -> None:
@@ -137,10 +161,18 @@ def _print_explanation(explained: RouteExplanation) -> None:
         click.echo(f"note:        {explained.note}")
     click.echo(f"delivered:   {', '.join(explained.delivered_to) or 'nowhere'}")
     for queue, nodes in explained.consumed_by.items():
-        who = ", ".join(f"{node}@%h" for node in nodes) or "NO topology worker"
+        if explained.workers_source == DECLARED:
+            who = ", ".join(f"{node}@%h" for node in nodes) or "NO topology worker"
+        elif explained.workers_source == LIVE:
+            who = ", ".join(nodes) or "NO live worker"
+        else:
+            who = "unknown"
         click.echo(f"consumed by: {who} (queue {queue})")
+    click.echo(f"workers:     {explained.workers}")
     if explained.error:
         click.echo(f"error:       {explained.error}")
+    if explained.warning:
+        click.echo(f"warning:     {explained.warning}")
     selection = explained.selection
     if selection is not None:
         option = " ".join(
@@ -214,6 +246,7 @@ def explain(
         exchange=exchange,
         include=include,
         exclude=exclude,
+        workers=_workers(ctx),
     )
     if as_json:
         emit_json(explained.as_dict())
@@ -267,7 +300,7 @@ def verify(
     app = get_app(ctx)
     vhost = vhost or broker_vhost(app)
     api = management_api(app, management_url)
-    model = read_topology(app)
+    model = read_topology(app, workers=_workers(ctx, ask_live=not skip_consumers))
     try:
         live = {}
         if not skip_consumers:
@@ -298,6 +331,8 @@ def verify(
         }
         if health.shown:
             document.update(cluster=health.as_dict(), warnings=health.warnings())
+        if not skip_consumers:
+            document["workers"] = model.workers.as_dict()
         emit_json(document)
     elif problems:
         click.echo(f"vhost {vhost!r}: {len(problems)} difference(s) from the declared topology")
@@ -308,6 +343,8 @@ def verify(
             "" if skip_consumers else ", consumers"
         )
         click.echo(f"vhost {vhost!r}: matches the declared topology ({checked})")
+    if not (skip_consumers or as_json):
+        click.echo(f"workers: {model.workers.describe()}")
     if health.shown and not as_json:
         for line in health.lines():
             click.echo(line)
@@ -321,9 +358,13 @@ def verify(
 
 @click.command()
 @generated_file_options(str(DEFAULT_DEFINITIONS_PATH))
-@click.option("--vhost", default=DEFAULT_VHOST, show_default=True)
+@click.option(
+    "--vhost",
+    help=f"The vhost the definitions are for [default: {DEFAULT_VHOST} for routing_demo, "
+    "else the broker URL's].",
+)
 @click.pass_context
-def definitions(ctx: click.Context, output: Path | None, check: bool, vhost: str) -> None:
+def definitions(ctx: click.Context, output: Path | None, check: bool, vhost: str | None) -> None:
     """RabbitMQ definitions (exchanges, queues, bindings) from the topology.
 
     compose.yaml's broker loads conf/rabbitmq/definitions.json at boot;
@@ -334,8 +375,17 @@ def definitions(ctx: click.Context, output: Path | None, check: bool, vhost: str
       celery -A routing_demo routes definitions -o conf/rabbitmq/definitions.json
       celery -A routing_demo routes definitions -o conf/rabbitmq/definitions.json --check
     """
-    text = render_definitions(read_topology(get_app(ctx)), vhost)
+    app = get_app(ctx)
+    if vhost is None:
+        vhost = DEFAULT_VHOST if _is_own_app(app) else broker_vhost(app)
+    text = render_definitions(read_topology(app), vhost)
     _write_or_check(ctx, "definitions", text, output, check)
+
+
+def _is_own_app(app: Any) -> bool:
+    from ..celery import RoutingDemoCelery
+
+    return isinstance(app, RoutingDemoCelery)
 
 
 def _write_or_check(
@@ -350,7 +400,7 @@ def _write_or_check(
         if current != text:
             click.echo(
                 f"{output} is out of date: regenerate it with "
-                f"`celery -A routing_demo routes {command} -o {output}`",
+                f"`celery -A {app_option(ctx)} routes {command} -o {output}`",
                 err=True,
             )
             ctx.exit(EXIT_MISMATCH)

@@ -1,4 +1,5 @@
-"""``routes workers start|stop|status``: one worker per queue through ``celery multi``."""
+"""``routes workers start|stop|status``: one worker per selection through
+``celery multi``, for the app ``-A`` names and its ``routes_worker_selections``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 import click
 import requests
 
-from ..workers import WorkerGroup, worker_nodes
+from ..workers import SELECTIONS_SETTING, WorkerGroup, WorkerNode, worker_nodes
 from ._common import (
     EXIT_FAILED,
+    app_option,
     broker_errors,
     broker_vhost,
     emit_json,
@@ -23,7 +25,7 @@ from ._common import (
     run_dir_option,
 )
 from .cluster_health import ClusterHealth, read_cluster_health
-from .model import read_topology
+from .model import DECLARED, LIVE, NONE, KnownWorker, Workers, read_topology
 
 __all__ = ["workers"]
 
@@ -40,12 +42,53 @@ PER_NODE_OPTIONS: dict[str, str] = {
     "loglevel": "--loglevel",
 }
 
-#: The node that runs the embedded beat (``--beat``): exactly one may.
+#: The node that runs the embedded beat (``--beat``): exactly one may. An
+#: app without a node of this name runs it in the node that consumes its
+#: default queue.
 BEAT_NODE = "default"
 
 
-def _group(run_dir: Path, suffix: str, **kwargs: Any) -> WorkerGroup:
-    return WorkerGroup(worker_nodes(suffix), run_dir, **kwargs)
+def _group(ctx: click.Context, run_dir: Path, suffix: str, **kwargs: Any) -> WorkerGroup:
+    """The nodes of the -A app's ``routes_worker_selections``, started as
+    ``celery multi … -A <the same -A value>``."""
+    app = get_app(ctx)
+    own = _is_own_app(app)
+    return WorkerGroup(
+        worker_nodes(suffix, app=app),
+        run_dir,
+        app_name=app_option(ctx),
+        # routing_demo's nodes find their broker in their environment or its
+        # configuration module; another app's is the one it was loaded with.
+        broker_url=None if own else app.connection_for_write().as_uri(include_password=True),
+        **kwargs,
+    )
+
+
+def _is_own_app(app: Any) -> bool:
+    from ..celery import RoutingDemoCelery
+
+    return isinstance(app, RoutingDemoCelery)
+
+
+def _beat_node(app: Any, nodes: list[WorkerNode], suffix: str) -> str:
+    """``BEAT_NODE``, else the first node consuming the app's default queue."""
+    names = [node.name for node in nodes]
+    if f"{BEAT_NODE}{suffix}" in names:
+        return f"{BEAT_NODE}{suffix}"
+    default = app.conf.task_default_queue
+    return next((n.name for n in nodes if default in n.consumed_queues(app)), names[0])
+
+
+def _no_selections(ctx: click.Context, doing: str) -> None:
+    """Refuse ``doing`` for an app that declares no worker selection."""
+    app = get_app(ctx)
+    example = ", ".join(f'"{name}": "-Q {name}"' for name in list(app.amqp.queues)[:2])
+    click.echo(
+        f"cannot {doing}: the app declares no {SELECTIONS_SETTING} (node name -> its -Q/-X "
+        f"selection, e.g. {SELECTIONS_SETTING} = {{{example}}})",
+        err=True,
+    )
+    ctx.exit(EXIT_FAILED)
 
 
 node_run_dir = run_dir_option("Pidfiles, logs and the beat schedule live here.")
@@ -181,7 +224,10 @@ def start(
       celery -A routing_demo routes workers start --beat
     """
     app = get_app(ctx)
-    names = [node.name for node in worker_nodes(suffix)]
+    nodes = worker_nodes(suffix, app=app)
+    if not nodes:
+        _no_selections(ctx, "start workers")
+    names = [node.name for node in nodes]
     common, by_node = split_per_node(values, names, suffix)
     if not any(option.startswith("--concurrency=") for option in common):
         common.insert(0, "--concurrency=1")
@@ -196,11 +242,12 @@ def start(
         if wanted
     ]
     if beat:
-        beat_node = f"{BEAT_NODE}{suffix}"
+        beat_node = _beat_node(app, nodes, suffix)
         by_node.setdefault(beat_node, []).extend(
             ["--beat", f"--schedule={(run_dir / 'celerybeat-schedule').resolve()}"]
         )
     group = _group(
+        ctx,
         run_dir,
         suffix,
         env={"ROUTING_DEMO_RUN_DIR": str(run_dir.resolve())},
@@ -242,7 +289,9 @@ def stop(ctx: click.Context, run_dir: Path, suffix: str) -> None:
       celery -A routing_demo routes workers stop
       ROUTING_DEMO_RUN_DIR=/tmp/demo celery -A routing_demo routes workers stop
     """
-    group = _group(run_dir, suffix)
+    group = _group(ctx, run_dir, suffix)
+    if not group.nodes:
+        _no_selections(ctx, "stop workers")
     running = group.running()
     if not running:
         click.echo("no worker running")
@@ -280,16 +329,21 @@ def workers_status(
     queue's leader and online members. Exits 1 unless every node runs and
     answers and every quorum queue keeps a majority of its members online.
 
+    The nodes are the app's routes_worker_selections; an app without them is
+    shown the workers that answer (exit 1 when none does).
+
     \b
     Examples:
       celery -A routing_demo routes workers status
       celery -A routing_demo routes workers status --json
     """
     app = get_app(ctx)
-    group = _group(run_dir, suffix)
+    group = _group(ctx, run_dir, suffix)
+    declared = bool(group.nodes)
     pids = group.pids()
     running = group.running()
-    hostnames = [node.hostname for node in group.nodes]
+    # Without declared nodes every worker that answers is shown.
+    hostnames = [node.hostname for node in group.nodes] if declared else None
     try:
         replies = app.control.inspect(destination=hostnames, timeout=timeout).active_queues() or {}
         vhost = broker_vhost(app)
@@ -308,10 +362,26 @@ def workers_status(
     except requests.RequestException as exc:
         broker_error = f"management API unavailable at {api.base_url}: {exc}"
 
-    consumed_by = {
-        node.hostname: [queue["name"] for queue in replies.get(node.hostname) or []]
+    # (node name, selection, pid, process running) per node shown.
+    shown: list[tuple[str, str, int | None, bool]] = [
+        (
+            node.hostname,
+            f"{node.queue_option} {node.queue_names}",
+            pids[node.name],
+            node.name in running,
+        )
         for node in group.nodes
+    ] or [(hostname, "live worker", None, True) for hostname in sorted(replies)]
+    consumed_by = {
+        hostname: [queue["name"] for queue in replies.get(hostname) or []] for hostname, *_ in shown
     }
+    if declared:
+        workers = Workers(DECLARED)
+    else:
+        workers = Workers(
+            LIVE if replies else NONE,
+            tuple(KnownWorker(h, tuple(q), f"{h} (live worker)") for h, q in consumed_by.items()),
+        )
     try:
         live = live_queue_counts(app, sorted({q for names in consumed_by.values() for q in names}))
     except OSError as exc:
@@ -321,15 +391,15 @@ def workers_status(
         broker_queues[name] = {**broker_queues.get(name, {}), "messages_ready": ready}
         broker_queues[name]["consumers"] = consumers
     nodes = []
-    for node in group.nodes:
-        consumed = consumed_by[node.hostname]
+    for hostname, selection, pid, process_running in shown:
+        consumed = consumed_by[hostname]
         nodes.append(
             {
-                "node": node.hostname,
-                "selection": f"{node.queue_option} {node.queue_names}",
-                "pid": pids[node.name],
-                "running": node.name in running,
-                "answering": node.hostname in replies,
+                "node": hostname,
+                "selection": selection,
+                "pid": pid,
+                "running": process_running,
+                "answering": hostname in replies,
                 "queues": [
                     {
                         "name": name,
@@ -341,8 +411,10 @@ def workers_status(
                 ],
             }
         )
-    healthy = not health.below_quorum and all(
-        node["running"] and node["answering"] for node in nodes
+    healthy = (
+        bool(nodes)
+        and not health.below_quorum
+        and all(node["running"] and node["answering"] for node in nodes)
     )
     if as_json:
         document = {
@@ -350,15 +422,19 @@ def workers_status(
             "healthy": healthy,
             "nodes": nodes,
             "broker_error": broker_error,
+            "workers": {"source": workers.source, "description": workers.describe()},
         }
         if health.shown:
             document.update(cluster=health.as_dict(), warnings=health.warnings())
         emit_json(document)
     else:
+        click.echo(f"workers: {workers.describe()}")
         for node in nodes:
             state = ("running" if node["running"] else "NOT RUNNING") + (
                 "" if node["answering"] else ", NOT ANSWERING"
             )
+            if not declared:
+                state = "answering (not started by routes workers: no pid here)"
             click.echo(f"{node['node']} [{node['selection']}] pid {node['pid']}: {state}")
             for queue in node["queues"]:
                 click.echo(
