@@ -3,7 +3,7 @@
 ``CELERY_BROKER_URL`` and ``CELERY_RESULT_BACKEND`` in the environment win
 over ``broker_url`` and ``result_backend`` here (Celery reads them itself),
 so one install serves RabbitMQ vhosts, ``rpc://`` and Redis without edits.
-The README's settings table explains each value.
+The settings table in docs/settings.md explains each value.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class LedgerReport:
         return sum(count - 1 for count in self.duplicated.values())
 
     def row(self) -> str:
-        """The README's ``sent / ran / lost / duplicated`` cells."""
+        """The fault table's (docs/reliability.md) ``sent / ran / lost / duplicated`` cells."""
         return f"{self.sent} | {self.ran} | {len(self.lost)} | {len(self.duplicated)}"
 
     def __str__(self) -> str:
