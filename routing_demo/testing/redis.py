@@ -17,6 +17,7 @@ from pathlib import Path
 
 from redis import Redis
 
+from ..local_services import redis_server_argv
 from .defaults import REDIS_PORTS, REDIS_SERVER
 from .ports import free_ports
 from .process import LocalProcessContainer
@@ -76,21 +77,7 @@ class PrivateRedisServer(_RedisAtUrl, LocalProcessContainer):
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_ports(REDIS_PORTS)[0]
         super().__init__(
-            [
-                server,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.base_dir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--maxmemory-policy",
-                "noeviction",
-            ],
+            redis_server_argv(server, self.port, self.base_dir),
             name=f"redis-{self.port}",
             log_path=self.base_dir / "redis.log",
             ready_prompt="Ready to accept connections",
