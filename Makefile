@@ -13,10 +13,15 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 ## Start a worker per queue, send a batch of tasks, show which worker ran each.
+## On the configured broker when it answers, else on a private RabbitMQ node
+## (rabbitmq-server installed) that lives as long as the demo.
 demo: $(INSTALLED)
 	$(VENV)/bin/python -m routing_demo.demo
 
-## Lint, then the unit and integration tiers (RabbitMQ and Redis must answer).
+## Lint, then the unit and integration tiers: on the local RabbitMQ (AMQP and
+## management API) and Redis when they answer, else on a private node and
+## redis-server the session starts and stops (rabbitmq-server, redis-server
+## installed). The header line "services: ..." says which, and why.
 test: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -5,11 +5,19 @@ default-queue workers with ``celery multi``, sends a seeded mix of ``add``,
 ``sub`` and (unrouted) ``mul`` tasks, prints which worker ran each, stops the
 workers and exits 1 if any task ran on a worker other than the one the
 topology assigns to its queue.
+
+It runs on the configured broker when that answers; when none does, on a
+private RabbitMQ node started for the demo's lifetime (and likewise a private
+``redis-server`` when results go to a Redis that does not answer), and it
+says which it used.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +25,24 @@ import click
 from celery.result import AsyncResult
 
 from . import celery_app
+from .local_rabbitmq import RABBITMQ_SERVER
+from .local_services import (
+    PrivateRedis,
+    amqp_check,
+    choose,
+    install_hint,
+    private_broker_node,
+    redacted,
+    redis_check,
+    server_installed,
+)
 from .options import run_dir_option
 from .tasks import add, mul, sub
+from .testing.defaults import REDIS_SERVER
 from .topology import TASK_ROUTES, default_queue
 from .workers import WorkerGroup, WorkerNode, worker_nodes
 
-__all__ = ["expected_nodes", "main"]
+__all__ = ["expected_nodes", "main", "use_reachable_services"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +95,61 @@ def print_report(outcomes: list[Outcome], timeout: float) -> None:
         )
 
 
+def _private_dir(stack: ExitStack, what: str) -> Path:
+    """A temporary directory for a private service, removed when ``stack`` closes."""
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"routing_demo-{what}-")))
+
+
+def _set_env(stack: ExitStack, name: str, value: str) -> None:
+    """Set ``name`` (which Celery reads before its configuration) until ``stack`` closes."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+
+    def restore() -> None:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+    stack.callback(restore)
+
+
+def use_reachable_services(stack: ExitStack) -> None:
+    """Point the app and its workers at a broker that answers: the configured
+    one, or a private node of its own (stopped when ``stack`` closes); the
+    same for Redis when results go to Redis. Says which, and why."""
+    broker_url = celery_app.conf.broker_url
+    broker = choose("RabbitMQ", broker_url, [("AMQP", broker_url, lambda: amqp_check(broker_url))])
+    if broker.shared:
+        click.echo(f"broker: {redacted(broker_url)} ({broker.reason})")
+    else:
+        if not server_installed(RABBITMQ_SERVER):
+            raise click.ClickException(
+                f"{broker.reason}, and {install_hint(RABBITMQ_SERVER, 'RabbitMQ server')}"
+            )
+        node = private_broker_node(_private_dir(stack, "broker"))
+        click.echo(f"broker: {broker.reason}; starting a private RabbitMQ node {node.nodename}")
+        stack.callback(node.stop)
+        node.start()
+        node.wait_ready()
+        _set_env(stack, "CELERY_BROKER_URL", node.url)
+        click.echo(f"broker: private node {node.nodename} at {redacted(node.url)}, for this run")
+    backend_url = str(celery_app.conf.result_backend)
+    if not backend_url.startswith(("redis://", "rediss://")):
+        return
+    redis = choose("Redis", backend_url, [("PING", backend_url, lambda: redis_check(backend_url))])
+    if redis.shared:
+        click.echo(f"results: {redacted(backend_url)} ({redis.reason})")
+        return
+    if not server_installed(REDIS_SERVER):
+        raise click.ClickException(
+            f"{redis.reason}, and {install_hint(REDIS_SERVER, 'Redis server')}"
+        )
+    server = stack.enter_context(PrivateRedis(_private_dir(stack, "redis")))
+    _set_env(stack, "CELERY_RESULT_BACKEND", server.url)
+    click.echo(f"results: {redis.reason}; private redis-server at {server.url}, for this run")
+
+
 @click.command()
 @click.option("--tasks", "count", default=12, show_default=True, help="How many tasks to send.")
 @click.option("--seed", default=7, show_default=True, help="Seed for the task mix.")
@@ -92,17 +167,19 @@ def main(count: int, seed: int, run_dir: Path, timeout: float) -> None:
       # Results through Redis instead of rpc://
       CELERY_RESULT_BACKEND=redis://localhost:6379/0 python -m routing_demo.demo --tasks 30
     """
-    nodes = worker_nodes()
-    workers = WorkerGroup(nodes, run_dir)
-    for node in nodes:
-        click.echo(f"starting {node.hostname} ({node.queue_option} {node.queue_names})")
-    workers.start()
-    try:
-        workers.wait_ready(celery_app, timeout=timeout)
-        outcomes = send_batch(count, seed, expected_nodes(nodes))
-        print_report(outcomes, timeout)
-    finally:
-        workers.stop()
+    with ExitStack() as stack:
+        use_reachable_services(stack)
+        nodes = worker_nodes()
+        workers = WorkerGroup(nodes, run_dir)
+        for node in nodes:
+            click.echo(f"starting {node.hostname} ({node.queue_option} {node.queue_names})")
+        workers.start()
+        try:
+            workers.wait_ready(celery_app, timeout=timeout)
+            outcomes = send_batch(count, seed, expected_nodes(nodes))
+            print_report(outcomes, timeout)
+        finally:
+            workers.stop()
     misrouted = [outcome for outcome in outcomes if not outcome.ran_where_expected]
     click.echo(
         f"{len(outcomes) - len(misrouted)}/{len(outcomes)} tasks ran on their queue's worker"

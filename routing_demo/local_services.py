@@ -87,7 +87,7 @@ def choose(service: str, url: str, checks: Sequence[tuple[str, str, Check]]) -> 
         try:
             check()
         except Exception as exc:
-            error = str(exc).strip() or type(exc).__name__
+            error = str(exc).strip().rstrip(".") or type(exc).__name__
             return Choice(service, url, False, f"{what} at {redacted(where)} fails: {error}")
     asked = [what for what, _, _ in checks]
     return Choice(
