@@ -12,6 +12,8 @@ from typing import NoReturn
 
 import pytest
 
+from ..local_services import install_hint
+
 __all__ = ["IN_CI", "require_executable", "unavailable"]
 
 #: True when the environment says this is a CI run.
@@ -26,8 +28,9 @@ def unavailable(message: str) -> NoReturn:
 
 
 def require_executable(path: str, what: str) -> str:
-    """The full path of ``path`` (a name on ``PATH`` or a file), or skip/fail."""
+    """The full path of ``path`` (a name on ``PATH`` or a file), or skip/fail
+    with the Debian package to install."""
     found = shutil.which(path)
     if not found:
-        unavailable(f"{what} is not installed ({path} not found)")
+        unavailable(install_hint(path, what))
     return found

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from routing_demo.local_rabbitmq import RABBITMQ_SERVER
 from routing_demo.local_services import Choice, choose, management_url_for
 from routing_demo.testing import services
 from routing_demo.testing.ports import free_ports
@@ -184,3 +185,12 @@ def test_the_shared_management_api_is_the_broker_hosts_unless_the_environment_na
         redis_server=MISSING,
     )
     assert chosen.management_url == named
+
+
+def test_when_a_server_binary_is_missing_then_the_message_names_its_debian_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(services, "IN_CI", False)
+    monkeypatch.setattr(services.shutil, "which", lambda _: None)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install rabbitmq-server"):
+        services.require_executable(RABBITMQ_SERVER, "RabbitMQ server")
