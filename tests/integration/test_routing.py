@@ -69,7 +69,13 @@ def test_when_tasks_sent_then_each_runs_on_its_queues_worker(stack: Stack) -> No
         )
         for base in ("add", "sub", "default")
     }
-    assert totals == {"add": {ADD}, "sub": {SUB}, "default": {MUL}}
+    # Other tests share these workers (e.g. flaky's retries): only the three
+    # tasks sent here are compared.
+    assert {base: names & {ADD, SUB, MUL} for base, names in totals.items()} == {
+        "add": {ADD},
+        "sub": {SUB},
+        "default": {MUL},
+    }
 
 
 def test_when_workers_run_then_each_consumes_exactly_its_selection(stack: Stack) -> None:
