@@ -19,11 +19,16 @@ __all__ = ["DEFAULT_MANAGEMENT_URL", "ManagementAPI"]
 #: otherwise (``rabbitmq-plugins enable rabbitmq_management``).
 DEFAULT_MANAGEMENT_URL = "http://guest:guest@localhost:15672"
 
+#: Seconds a management API call may take. Creating or deleting a vhost waits
+#: for the node to set up or tear down every queue in it, which on a loaded
+#: two-core machine was seen to take longer than 5 s.
+MANAGEMENT_TIMEOUT = 30.0
+
 
 class ManagementAPI:
     """Calls ``/api/…`` endpoints; every method raises on an HTTP error."""
 
-    def __init__(self, url: str | None = None, *, timeout: float = 5.0) -> None:
+    def __init__(self, url: str | None = None, *, timeout: float = MANAGEMENT_TIMEOUT) -> None:
         parts = urlsplit(url or os.environ.get("RABBITMQ_MANAGEMENT_URL", DEFAULT_MANAGEMENT_URL))
         self.base_url = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}/api"
         self.session = requests.Session()
