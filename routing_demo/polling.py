@@ -25,18 +25,23 @@ def wait_until(
     timeout: float,
     message: str,
     interval: float = POLL_INTERVAL,
+    done: Callable[[Any], bool] | None = None,
 ) -> Any:
     """Poll ``condition`` until it returns something true, and return that.
 
-    Raises ``TimeoutError(message)`` once ``timeout`` seconds have passed.
+    With ``done``, poll until ``done`` accepts what ``condition`` returned
+    (which may be false, an empty queue's 0) and name the last value seen
+    in the error. Raises ``TimeoutError(message)`` once ``timeout`` seconds
+    have passed.
     """
     deadline = time.monotonic() + timeout
     while True:
         outcome = condition()
-        if outcome:
+        if done(outcome) if done is not None else outcome:
             return outcome
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"{message} (after {timeout:.1f}s)")
+            last = "" if done is None else f"; last seen: {outcome!r}"
+            raise TimeoutError(f"{message} (after {timeout:.1f}s{last})")
         time.sleep(interval)
 
 

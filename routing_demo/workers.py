@@ -21,7 +21,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import import_module
@@ -35,7 +34,7 @@ from celery.utils.nodenames import gethostname, nodename
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
-from .polling import pid_alive
+from .polling import pid_alive, wait_until
 from .security import broker_password_from_file
 from .topology import TASK_QUEUES, worker_selections
 
@@ -279,12 +278,14 @@ class WorkerGroup:
         # shutdown, well before its process (and its pool) is gone.
         stopping = self.running()
         self._multi("stop")
-        deadline = time.monotonic() + timeout
-        while any(pid_alive(pid) for pid in stopping.values()):
-            if time.monotonic() > deadline:
-                self._multi("stopwait")
-                return
-            time.sleep(0.05)
+        try:
+            wait_until(
+                lambda: not any(pid_alive(pid) for pid in stopping.values()),
+                timeout=timeout,
+                message="workers still running",
+            )
+        except TimeoutError:
+            self._multi("stopwait")
 
     def wait_ready(self, app: Celery, timeout: float = 60.0) -> None:
         """Return once every node answers a broadcast ``ping``.
@@ -293,16 +294,20 @@ class WorkerGroup:
         afterwards cannot sit unconsumed behind a starting worker.
         """
         waiting = {node.hostname for node in self.nodes}
-        deadline = time.monotonic() + timeout
-        while waiting:
-            if time.monotonic() > deadline:
-                logs = ", ".join(str(self.log_path(node)) for node in self.nodes)
-                raise TimeoutError(
-                    f"workers not ready after {timeout:.0f}s: {sorted(waiting)} (logs: {logs})"
-                )
-            replies = app.control.ping(destination=sorted(waiting), timeout=1.0)
-            for reply in replies:
+
+        def all_answered() -> bool:
+            for reply in app.control.ping(destination=sorted(waiting), timeout=1.0):
                 waiting.difference_update(reply)
+            return not waiting
+
+        try:
+            # The ping itself waits up to a second for replies: no pause between asks.
+            wait_until(all_answered, timeout=timeout, message="workers not ready", interval=0)
+        except TimeoutError:
+            logs = ", ".join(str(self.log_path(node)) for node in self.nodes)
+            raise TimeoutError(
+                f"workers not ready after {timeout:.0f}s: {sorted(waiting)} (logs: {logs})"
+            ) from None
 
     def pids(self) -> dict[str, int | None]:
         """Node name -> the PID its pidfile names, or ``None`` without a pidfile."""
@@ -341,7 +346,6 @@ def wait_pidbox_released(
     if scheme not in _AMQP_SCHEMES:
         return False  # not RabbitMQ: no exclusive pidbox queue to wait for
     pidbox = f"{hostname}.celery.pidbox"
-    deadline = time.monotonic() + timeout
     waited = False
     try:
         # py-amqp whatever the workers use: the same AMQP wire, and the
@@ -351,7 +355,9 @@ def wait_pidbox_released(
             url, transport=transport, password=password, connect_timeout=5
         ) as connection:
             connection.ensure_connection(max_retries=1)
-            while True:
+
+            def free() -> bool:
+                nonlocal waited
                 channel = connection.channel()
                 try:
                     channel.queue_declare(queue=pidbox, passive=True)
@@ -366,16 +372,18 @@ def wait_pidbox_released(
                             timeout,
                         )
                         waited = True
-                    if time.monotonic() >= deadline:
-                        raise PidboxLocked(
-                            f"the broker still holds {pidbox} for another connection after "
-                            f"{timeout:.0f}s: a live worker named {hostname}, or a dead one "
-                            "whose connection the broker has not dropped yet"
-                        ) from None
-                    time.sleep(interval)
-                    continue
+                    return False
                 channel.close()
                 return True
+
+            try:
+                return wait_until(free, timeout=timeout, message=pidbox, interval=interval)
+            except TimeoutError:
+                raise PidboxLocked(
+                    f"the broker still holds {pidbox} for another connection after "
+                    f"{timeout:.0f}s: a live worker named {hostname}, or a dead one "
+                    "whose connection the broker has not dropped yet"
+                ) from None
     except (OperationalError, AMQPConnectionError, OSError):
         return False
 

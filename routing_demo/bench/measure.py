@@ -16,6 +16,8 @@ from typing import Any
 from celery import Celery, group
 from celery.result import AsyncResult, ResultSet
 
+from ..polling import wait_until
+
 __all__ = [
     "BATCH_SENDS",
     "GateProgress",
@@ -86,16 +88,20 @@ class Progress:
     def wait_finished(self, accepted: int, timeout: float) -> None:
         """Return once ``accepted`` tasks were accepted and none is still in hand."""
         deadline = time.monotonic() + timeout
-        while self.ready_messages():
-            if time.monotonic() > deadline:
-                raise TimeoutError("queue not drained in time")
-            time.sleep(0.005)  # pacing between two broker polls, not a wait for an event
-        while True:
-            state = self.worker()
-            if state["accepted"] >= accepted and not state["reserved"]:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"worker still busy: {state} (want {accepted} accepted)")
+        # 5 ms: pacing between two broker polls, not a wait for an event.
+        wait_until(
+            lambda: not self.ready_messages(),
+            timeout=timeout,
+            message="queue not drained in time",
+            interval=0.005,
+        )
+        wait_until(
+            self.worker,
+            done=lambda state: state["accepted"] >= accepted and not state["reserved"],
+            timeout=max(deadline - time.monotonic(), 0.0),
+            message=f"worker still busy (want {accepted} accepted)",
+            interval=0,
+        )
 
     def pause(self) -> None:
         for queue in self.queues:
@@ -111,10 +117,12 @@ class Progress:
         """Ask until the worker consumes exactly ``wanted`` of our queues:
         ``add_consumer``/``cancel_consumer`` reply before the worker acts
         (see :mod:`routing_demo.bench.control`), and each ask wakes its loop."""
-        deadline = time.monotonic() + timeout
-        while set(self.worker().get("consuming", [])) & set(self.queues) != wanted:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.node} does not consume {sorted(wanted)} in time")
+        wait_until(
+            lambda: set(self.worker().get("consuming", [])) & set(self.queues) == wanted,
+            timeout=timeout,
+            message=f"{self.node} does not consume {sorted(wanted)} in time",
+            interval=0,
+        )
 
 
 #: Ways to send a whole batch, besides one ``apply_async`` per task (``send``):
@@ -281,16 +289,20 @@ class GateProgress:
         first (no load on the worker), then the processes' own counts."""
         deadline = time.monotonic() + timeout
         channel = self.client.channel
-        while channel.queue_declare(self.queue, passive=True).message_count:
-            if time.monotonic() > deadline:
-                raise TimeoutError("queue not drained in time")
-            time.sleep(0.005)  # pacing between two broker polls, not a wait for an event
-        while True:
-            done = self.client.done()
-            if done >= finished:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Dramatiq worker finished {done} of {finished} in time")
+        # 5 ms: pacing between two broker polls, not a wait for an event.
+        wait_until(
+            lambda: not channel.queue_declare(self.queue, passive=True).message_count,
+            timeout=timeout,
+            message="queue not drained in time",
+            interval=0.005,
+        )
+        wait_until(
+            self.client.done,
+            done=lambda done: done >= finished,
+            timeout=max(deadline - time.monotonic(), 0.0),
+            message=f"Dramatiq worker did not finish {finished} in time",
+            interval=0,
+        )
 
 
 def _check(jobs: Sequence[Job], values: Sequence[Any]) -> None:

@@ -12,12 +12,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from celery import Celery
 from celery.utils.nodenames import gethostname, nodename
 
+from ..polling import wait_until
 from .settings import Variant, worker_environ
 
 __all__ = ["BenchWorker"]
@@ -99,20 +99,18 @@ class BenchWorker:
     def wait_ready(self, app: Celery | None, timeout: float = 60.0, probe=None) -> None:
         """Return once the worker answers a ``ping`` (its consumer is running),
         or ``probe()`` says it is ready (a peer without Celery's control)."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def answers() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(
                     f"worker {self.name} exited with {self.process.returncode}; see "
                     f"{self.log_path} and {self.run_dir / (self.name + '.out')}"
                 )
             if probe is not None:
-                if probe():
-                    return
-            elif app.control.ping(destination=[self.hostname], timeout=0.5):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"worker {self.name} not ready after {timeout:.0f}s")
+                return bool(probe())
+            return bool(app.control.ping(destination=[self.hostname], timeout=0.5))
+
+        wait_until(answers, timeout=timeout, message=f"worker {self.name} not ready", interval=0)
 
     def signal_stop(self) -> None:
         """Ask for a warm shutdown (SIGTERM) without waiting for it."""

@@ -15,19 +15,19 @@ Nothing here connects or spawns on import.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from celery import Celery
 from celery.signals import before_task_publish
 
+from ..polling import wait_until
 from ..rabbitmq import ManagementAPI
 from ..workers import WorkerGroup, WorkerNode
 
@@ -70,26 +70,6 @@ WORKER_OPTIONS: tuple[str, ...] = (
 #: The environment variables Celery reads before any configuration: they
 #: would redirect the experiment's client to another broker or backend.
 _CELERY_ENV = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CELERY_CONFIG_MODULE")
-
-T = TypeVar("T")
-
-
-def wait_until(
-    probe: Callable[[], T], done: Callable[[T], bool], *, timeout: float, what: str
-) -> T:
-    """Call ``probe`` until ``done`` accepts its value; return that value.
-
-    Raises ``TimeoutError`` naming ``what`` and the last value seen when the
-    deadline passes: a poll with a deadline, never a sleep standing in for it.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not reached within {timeout:.0f}s (last seen: {value!r})")
-        time.sleep(0.1)
 
 
 def short(task: str) -> str:
@@ -328,7 +308,9 @@ class Lab:
 
     def wait_for_totals(self, done: Callable[[dict[str, dict[str, int]]], bool]) -> dict:
         """Poll ``task_totals`` until ``done`` accepts them."""
-        return wait_until(self.task_totals, done, timeout=self.timeout, what="worker task totals")
+        return wait_until(
+            self.task_totals, done=done, timeout=self.timeout, message="worker task totals"
+        )
 
     def wait_for_count(self, total: int) -> dict[str, dict[str, int]]:
         """Poll until the workers together accepted ``total`` tasks."""
@@ -369,9 +351,9 @@ class Lab:
             raise TimeoutError(f"{self.hostname(base)} did not confirm {command} {queue}")
         wait_until(
             self.active_queues,
-            lambda consumed: (queue in consumed.get(base, [])) == consuming,
+            done=lambda consumed: (queue in consumed.get(base, [])) == consuming,
             timeout=self.timeout,
-            what=f"{command} {queue} on {self.hostname(base)}",
+            message=f"{command} {queue} on {self.hostname(base)}",
         )
 
     def tally(self, outcome: Outcome) -> None:
@@ -396,9 +378,9 @@ class Lab:
         """Poll until ``queue`` holds exactly ``ready`` messages."""
         return wait_until(
             lambda: self.depth(queue)[0],
-            lambda seen: seen == ready,
+            done=lambda seen: seen == ready,
             timeout=self.timeout,
-            what=f"{ready} messages ready in {queue}",
+            message=f"{ready} messages ready in {queue}",
         )
 
     def _stats(self) -> dict[str, dict[str, Any]]:
@@ -430,7 +412,9 @@ class Lab:
             )
 
         try:
-            stats = wait_until(self._stats, settled, timeout=timeout, what="broker message_stats")
+            stats = wait_until(
+                self._stats, done=settled, timeout=timeout, message="broker message_stats"
+            )
         except TimeoutError:
             stats = self._stats()
         counters = {}

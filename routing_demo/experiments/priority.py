@@ -47,9 +47,9 @@ def run_phase(lab: Lab, prefetch: int) -> dict[str, object]:
                 task["id"]
                 for task in (lab._inspect([base]).active() or {}).get(lab.hostname(base), [])
             ],
-            lambda running: held.id in running,
+            done=lambda running: held.id in running,
             timeout=lab.timeout,
-            what=f"{base} running the hold task",
+            message=f"{base} running the hold task",
         )
         lows = [
             lab.client.send_task(RECORD, (f"low{i}",), priority=LOW_PRIORITY) for i in range(LOW)

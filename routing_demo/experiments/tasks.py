@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from pathlib import Path
 
 from ..celery import app
+from ..polling import wait_until
 
 __all__ = ["clear_cache", "hold", "record"]
 
@@ -43,9 +43,10 @@ def hold(gate: str, timeout: float = 60.0) -> int:
     like ``record``. The sender decides when the worker is released, so the
     backlog behind it is built without any guess about durations; the
     sender and the worker must share the file system (``celery multi``)."""
-    deadline = time.monotonic() + timeout
-    while not Path(gate).exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {gate} not opened within {timeout:.0f}s")
-        time.sleep(0.02)
+    wait_until(
+        Path(gate).exists,
+        timeout=timeout,
+        message=f"gate {gate} not opened",
+        interval=0.02,
+    )
     return next(_sequence)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -39,6 +38,7 @@ from celery.signals import task_postrun
 from kombu.exceptions import OperationalError
 from redis import Redis
 
+from ..polling import wait_until
 from ..tasks import add, sub
 
 __all__ = [
@@ -165,12 +165,16 @@ class Ledger:
         """Poll until every sent id (or ``count`` of them) has run, or until
         ``timeout``; return the report either way: the test asserts on it."""
         wanted = len(set(self.sent_ids)) if count is None else count
-        deadline = time.monotonic() + timeout
-        while True:
-            report = self.report()
-            if report.ran >= wanted or time.monotonic() >= deadline:
-                return report
-            time.sleep(_POLL_INTERVAL)
+        try:
+            return wait_until(
+                self.report,
+                done=lambda report: report.ran >= wanted,
+                timeout=timeout,
+                message=f"{wanted} tasks ran",
+                interval=_POLL_INTERVAL,
+            )
+        except TimeoutError:
+            return self.report()
 
     def wrong_results(self) -> list[Execution]:
         """Runs of ``add``/``sub`` (and tasks ending in ``_then_add``) whose

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from kombu import Connection
 from kombu.message import Message
 
 from routing_demo.celery import DEFAULT_CONFIG_MODULE
+from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import ManagementAPI
 from routing_demo.topology import QUEUES, Queues, dead_letter_queue
 from routing_demo.workers import WorkerGroup, WorkerNode
@@ -87,17 +87,16 @@ class DeadLetters:
         self.seen: dict[str, Message] = {}
 
     def wait_for(self, task_id: str, timeout: float = 30.0) -> Message:
-        deadline = time.monotonic() + timeout
         with self.stack.connection() as connection:
             queue = dead_letter_queue(connection.default_channel)
-            while task_id not in self.seen:
-                message = queue.get(no_ack=True)
-                if message is not None:
+
+            def read() -> bool:
+                # Each look drains what is there before pausing.
+                while task_id not in self.seen and (message := queue.get(no_ack=True)):
                     self.seen[message.properties.get("correlation_id", "")] = message
-                elif time.monotonic() > deadline:
-                    raise AssertionError(f"task {task_id} never reached {queue.name}")
-                else:
-                    time.sleep(0.05)
+                return task_id in self.seen
+
+            wait_until(read, timeout=timeout, message=f"task {task_id} never reached {queue.name}")
         return self.seen[task_id]
 
 
@@ -111,10 +110,12 @@ def wait_consumers(stack: Stack, queue: str, expected: int, timeout: float = 30.
     """Poll until ``queue`` has ``expected`` consumers. Celery's add/cancel
     consumer commands reply *before* the worker acts, so the reply alone
     does not mean the next message meets the new state."""
-    deadline = time.monotonic() + timeout
-    while (count := consumer_count(stack, queue)) != expected:
-        assert time.monotonic() < deadline, f"{queue} has {count} consumers, not {expected}"
-        time.sleep(0.05)
+    wait_until(
+        lambda: consumer_count(stack, queue),
+        done=lambda count: count == expected,
+        timeout=timeout,
+        message=f"{queue} does not have {expected} consumers",
+    )
 
 
 @contextmanager

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import yaml
 from celery import Celery
 
 from routing_demo.cli.definitions import DEFINITIONS_PATHS
+from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import ManagementAPI
 from routing_demo.topology import QUEUE_TYPE_ENV, worker_selections
 
@@ -105,14 +105,19 @@ def wait_serving(env: dict[str, str], timeout: float = 60) -> None:
     host = env["HOSTNAME"]
     expected = {f"{name}@{host}": [name] for name in worker_selections()}
     app = Celery(broker=env["CELERY_BROKER_URL"], set_as_current=False)
-    deadline = time.monotonic() + timeout
-    seen: dict[str, list[str]] = {}
+
+    def serving() -> dict[str, list[str]]:
+        replies = app.control.inspect(destination=list(expected), timeout=1).active_queues()
+        return {node: sorted(q["name"] for q in qs) for node, qs in (replies or {}).items()}
+
     try:
-        while seen != expected:
-            if time.monotonic() > deadline:
-                pytest.fail(f"workers answered {seen}, expected {expected}")
-            replies = app.control.inspect(destination=list(expected), timeout=1).active_queues()
-            seen = {node: sorted(q["name"] for q in qs) for node, qs in (replies or {}).items()}
+        wait_until(
+            serving,
+            done=lambda seen: seen == expected,
+            timeout=timeout,
+            message=f"workers do not serve {expected}",
+            interval=0,
+        )
     finally:
         app.close()
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from kombu import Queue
 
+from routing_demo.polling import wait_until
 from routing_demo.topology import TASK_QUEUES, dead_letter_queue, task_exchange, unroutable_queue
 
 from .conftest import STACKS, Stacks
@@ -187,11 +187,14 @@ def test_when_message_published_then_it_is_persistent_in_a_durable_queue(stack: 
     """Peek at a message while it sits in ``add``: delivery mode 2 (persistent)."""
     with consumers_paused(stack, "add"):
         result = stack.client.send_task(ADD, (2, 3))
-        deadline = time.monotonic() + 10
         with stack.connection() as connection:
             queue = Queue("add", channel=connection.default_channel)
-            while (message := queue.get(no_ack=False)) is None:
-                assert time.monotonic() < deadline, "the task never reached the add queue"
+            message = wait_until(
+                lambda: queue.get(no_ack=False),
+                timeout=10,
+                message="the task never reached the add queue",
+                interval=0,
+            )
             assert message.headers["id"] == result.id
             assert message.properties["delivery_mode"] == 2
             message.requeue()

@@ -110,8 +110,8 @@ def test_when_vhost_replaced_then_credentials_and_host_stay() -> None:
 
 
 def test_when_never_done_then_wait_until_names_what_and_last_value() -> None:
-    with pytest.raises(TimeoutError, match=r"answer: not reached .*last seen: 41"):
-        wait_until(lambda: 41, lambda value: value == 42, timeout=0, what="answer")
+    with pytest.raises(TimeoutError, match=r"answer \(after .*last seen: 41"):
+        wait_until(lambda: 41, done=lambda value: value == 42, timeout=0, message="answer")
 
 
 def test_when_list_then_every_experiment_with_its_settings_module() -> None:
