@@ -8,12 +8,13 @@ bindings that decide where a routing key leads.
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 
-__all__ = ["DEFAULT_MANAGEMENT_URL", "ManagementAPI"]
+__all__ = ["DEFAULT_MANAGEMENT_URL", "ManagementAPI", "queue_counts"]
 
 #: Where the management plugin listens unless ``RABBITMQ_MANAGEMENT_URL`` says
 #: otherwise (``rabbitmq-plugins enable rabbitmq_management``).
@@ -148,3 +149,24 @@ class ManagementAPI:
         """Load exchanges, queues and bindings into one vhost (users, vhosts and
         permissions in ``definitions`` are ignored by a per-vhost import)."""
         self._call("POST", "definitions", vhost, json=definitions)
+
+
+def queue_counts(connection_or_channel: Any, name: str) -> tuple[int, int]:
+    """(messages ready, consumers) of queue ``name``, from a passive
+    ``queue.declare``: the broker's answer at this instant, where the
+    management API's statistics lag by its collection interval.
+
+    A passive declare never creates the queue; a missing one raises the
+    channel error ``NotFound``, which also closes the channel. Given a
+    channel, it is used as is; given a connection (kombu's or py-amqp's), a
+    channel of its own is opened and closed, so a refusal costs nothing else.
+    """
+    if hasattr(connection_or_channel, "queue_declare"):
+        declared = connection_or_channel.queue_declare(name, passive=True)
+        return declared.message_count, declared.consumer_count
+    channel = connection_or_channel.channel()
+    try:
+        return queue_counts(channel, name)
+    finally:
+        with suppress(Exception):  # a refused declare has closed it already
+            channel.close()

@@ -17,6 +17,7 @@ from celery import Celery, group
 from celery.result import AsyncResult, ResultSet
 
 from ..polling import wait_until
+from ..rabbitmq import queue_counts
 
 __all__ = [
     "BATCH_SENDS",
@@ -83,7 +84,7 @@ class Progress:
         return self.worker()["accepted"]
 
     def ready_messages(self) -> int:
-        return sum(self.channel.queue_declare(q, passive=True).message_count for q in self.queues)
+        return sum(queue_counts(self.channel, queue)[0] for queue in self.queues)
 
     def wait_finished(self, accepted: int, timeout: float) -> None:
         """Return once ``accepted`` tasks were accepted and none is still in hand."""
@@ -291,7 +292,7 @@ class GateProgress:
         channel = self.client.channel
         # 5 ms: pacing between two broker polls, not a wait for an event.
         wait_until(
-            lambda: not channel.queue_declare(self.queue, passive=True).message_count,
+            lambda: not queue_counts(channel, self.queue)[0],
             timeout=timeout,
             message="queue not drained in time",
             interval=0.005,

@@ -16,7 +16,7 @@ from kombu import Connection
 from kombu.exceptions import OperationalError
 
 from ..options import F, management_option, run_dir_option
-from ..rabbitmq import ManagementAPI
+from ..rabbitmq import ManagementAPI, queue_counts
 
 __all__ = [
     "EXIT_FAILED",
@@ -188,15 +188,8 @@ def live_queue_counts(app: Celery, names: list[str]) -> dict[str, tuple[int, int
     counts: dict[str, tuple[int, int]] = {}
     with broker_connection(app) as connection:
         for name in names:
-            channel = connection.channel()
             try:
-                _, ready, consumers = channel.queue_declare(name, passive=True)
+                counts[name] = queue_counts(connection, name)
             except connection.channel_errors:
                 continue
-            finally:
-                try:
-                    channel.close()
-                except connection.connection_errors + connection.channel_errors:
-                    pass
-            counts[name] = (ready, consumers)
     return counts

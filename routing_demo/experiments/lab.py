@@ -28,7 +28,7 @@ from celery import Celery
 from celery.signals import before_task_publish
 
 from ..polling import wait_until
-from ..rabbitmq import ManagementAPI
+from ..rabbitmq import ManagementAPI, queue_counts
 from ..workers import WorkerGroup, WorkerNode
 
 __all__ = [
@@ -371,8 +371,7 @@ class Lab:
     def depth(self, queue: str) -> tuple[int, int]:
         """(messages ready, consumers) of ``queue``, by a passive declare."""
         with self.client.connection_for_write() as connection:
-            _, ready, consumers = connection.default_channel.queue_declare(queue, passive=True)
-        return ready, consumers
+            return queue_counts(connection, queue)
 
     def wait_for_depth(self, queue: str, ready: int) -> int:
         """Poll until ``queue`` holds exactly ``ready`` messages."""

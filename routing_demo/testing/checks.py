@@ -14,6 +14,7 @@ from celery import Celery
 from kombu import Queue
 from pytest_celery import CeleryTestSetup, CeleryTestWorker
 
+from ..rabbitmq import queue_counts as broker_queue_counts
 from .defaults import READY_TIMEOUT
 from .process import wait_until
 
@@ -37,12 +38,7 @@ def queue_counts(app: Celery, queue: str) -> QueueCounts:
     """The broker's own counts for ``queue``, from a passive ``queue.declare``
     (it never creates the queue: a missing one raises ``NotFound``)."""
     with app.connection_for_write() as connection:
-        channel = connection.channel()
-        try:
-            _, messages, consumers = channel.queue_declare(queue=queue, passive=True)
-        finally:
-            channel.close()
-    return QueueCounts(messages, consumers)
+        return QueueCounts(*broker_queue_counts(connection, queue))
 
 
 def workers_by_queue(setup: CeleryTestSetup) -> dict[str, CeleryTestWorker]:

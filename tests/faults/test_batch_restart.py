@@ -25,6 +25,7 @@ from celery import Celery
 from routing_demo.batch import Batch, pipelined, send_all
 from routing_demo.celery import RoutingDemoCelery
 from routing_demo.polling import wait_until
+from routing_demo.rabbitmq import queue_counts
 from routing_demo.testing.app import config_module
 from routing_demo.testing.ledger import Ledger
 from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
@@ -90,10 +91,7 @@ def stored_ids(app: Celery) -> Counter[str]:
     found: Counter[str] = Counter()
     with app.connection_for_read() as connection:
         channel = connection.channel()
-        expected = sum(
-            channel.queue_declare(queue.name, passive=True).message_count
-            for queue in (add_queue, sub_queue)
-        )
+        expected = sum(queue_counts(channel, queue.name)[0] for queue in (add_queue, sub_queue))
         channel.basic_qos(0, 2000, False)
 
         def take(message) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from celery import Celery
 
 from routing_demo.celery import DEFAULT_CONFIG_MODULE, RoutingDemoCelery
+from routing_demo.rabbitmq import queue_counts
 from routing_demo.topology import QUEUE_TYPE_ENV, QUORUM_DELIVERY_LIMIT_ENV, build_queues
 from routing_demo.workers import WorkerGroup, WorkerNode
 
@@ -61,7 +62,7 @@ def queue_depth(app: Celery, queue: str) -> tuple[int, int]:
     """(messages ready, consumers) of ``queue``, from a passive declare: the
     broker's answer at this instant."""
     with app.connection_for_write() as connection:
-        return tuple(connection.default_channel.queue_declare(queue, passive=True)[1:])
+        return queue_counts(connection, queue)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from kombu.message import Message
 
 from routing_demo.celery import DEFAULT_CONFIG_MODULE
 from routing_demo.polling import wait_until
-from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.rabbitmq import ManagementAPI, queue_counts
 from routing_demo.topology import QUEUES, Queues, dead_letter_queue
 from routing_demo.workers import WorkerGroup, WorkerNode
 
@@ -103,7 +103,7 @@ class DeadLetters:
 def consumer_count(stack: Stack, queue: str) -> int:
     """Consumers on ``queue`` as the broker counts them now (a passive declare)."""
     with stack.connection() as connection:
-        return connection.default_channel.queue_declare(queue, passive=True)[2]
+        return queue_counts(connection, queue)[1]
 
 
 def wait_consumers(stack: Stack, queue: str, expected: int, timeout: float = 30.0) -> None:

@@ -16,6 +16,7 @@ import pytest
 from kombu import Queue
 
 from routing_demo.polling import wait_until
+from routing_demo.rabbitmq import queue_counts
 from routing_demo.topology import TASK_QUEUES, dead_letter_queue, task_exchange, unroutable_queue
 
 from .conftest import STACKS, Stacks
@@ -42,11 +43,7 @@ def queue_depths(stack: Stack) -> dict[str, tuple[int, int]]:
     """Queue name -> (messages ready, consumers), from a passive declare: the
     broker's answer at this instant, unlike the management API's sampled stats."""
     with stack.connection() as connection:
-        channel = connection.default_channel
-        return {
-            queue.name: tuple(channel.queue_declare(queue.name, passive=True)[1:])
-            for queue in TASK_QUEUES
-        }
+        return {queue.name: queue_counts(connection, queue.name) for queue in TASK_QUEUES}
 
 
 def test_when_tasks_sent_then_each_runs_on_its_queues_worker(stack: Stack) -> None:
