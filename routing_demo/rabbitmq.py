@@ -10,11 +10,20 @@ from __future__ import annotations
 import os
 from contextlib import suppress
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
-__all__ = ["DEFAULT_MANAGEMENT_URL", "ManagementAPI", "queue_counts"]
+__all__ = [
+    "DEFAULT_MANAGEMENT_URL",
+    "MANAGEMENT_PORT",
+    "ManagementAPI",
+    "management_url",
+    "queue_counts",
+]
+
+#: The management plugin's port (``management.tcp.port``) on a broker's host.
+MANAGEMENT_PORT = 15672
 
 #: Where the management plugin listens unless ``RABBITMQ_MANAGEMENT_URL`` says
 #: otherwise (``rabbitmq-plugins enable rabbitmq_management``).
@@ -26,14 +35,28 @@ DEFAULT_MANAGEMENT_URL = "http://guest:guest@localhost:15672"
 MANAGEMENT_TIMEOUT = 30.0
 
 
+def management_url(broker_url: str) -> str:
+    """The management API of the broker at ``broker_url``: the first host of a
+    ``;``-separated list, with the URL's credentials (``guest`` when it has
+    none, as kombu assumes) on the management port.
+
+    The credentials stay percent-encoded as the broker URL has them, which is
+    also how an HTTP URL carries them.
+    """
+    parts = urlsplit(broker_url.split(";", 1)[0].strip())
+    user, password = parts.username or "guest", parts.password or "guest"
+    return f"http://{user}:{password}@{parts.hostname or 'localhost'}:{MANAGEMENT_PORT}"
+
+
 class ManagementAPI:
     """Calls ``/api/…`` endpoints; every method raises on an HTTP error."""
 
     def __init__(self, url: str | None = None, *, timeout: float = MANAGEMENT_TIMEOUT) -> None:
         parts = urlsplit(url or os.environ.get("RABBITMQ_MANAGEMENT_URL", DEFAULT_MANAGEMENT_URL))
-        self.base_url = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}/api"
+        self.base_url = f"{parts.scheme}://{parts.hostname}:{parts.port or MANAGEMENT_PORT}/api"
         self.session = requests.Session()
-        self.session.auth = (parts.username or "guest", parts.password or "guest")
+        # A URL carries its credentials percent-encoded; HTTP Basic wants them plain.
+        self.session.auth = (unquote(parts.username or "guest"), unquote(parts.password or "guest"))
         self.timeout = timeout
 
     def _call(

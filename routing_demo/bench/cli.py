@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ..rabbitmq import ManagementAPI
+from ..rabbitmq import management_url as broker_management_url
 from . import stats, targets
 from .chart import write_chart
 from .runner import run_bench
@@ -44,7 +45,7 @@ EXIT_TARGET_FAILED = 3
     envvar="RABBITMQ_MANAGEMENT_URL",
     default=None,
     help="RabbitMQ management API (one node's, for a cluster) "
-    "[default: http://guest:guest@localhost:15672].",
+    "[default: the --broker's first host and credentials on port 15672].",
 )
 @click.option(
     "--output-dir",
@@ -138,7 +139,7 @@ def bench(
     document = run_bench(
         broker=broker,
         redis_url=redis_url,
-        management=ManagementAPI(management_url),
+        management=ManagementAPI(management_url or broker_management_url(broker)),
         run_dir=output_dir,
         cache_dir=cache_dir,
         quick=quick,

@@ -7,7 +7,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import click
 from celery import Celery
@@ -16,7 +15,7 @@ from kombu import Connection
 from kombu.exceptions import OperationalError
 
 from ..options import F, management_option, run_dir_option
-from ..rabbitmq import ManagementAPI, queue_counts
+from ..rabbitmq import ManagementAPI, management_url, queue_counts
 
 __all__ = [
     "EXIT_FAILED",
@@ -174,10 +173,8 @@ def management_api(app: Celery, url: str | None) -> ManagementAPI:
     if url:
         return ManagementAPI(url)
     with broker_connection(app) as connection:
-        user = quote(connection.userid or "guest", safe="")
-        password = quote(connection.password or "guest", safe="")
-        host = connection.hostname or "localhost"
-    return ManagementAPI(f"http://{user}:{password}@{host}:15672")
+        broker_url = connection.as_uri(include_password=True)
+    return ManagementAPI(management_url(broker_url))
 
 
 def live_queue_counts(app: Celery, names: list[str]) -> dict[str, tuple[int, int]]:

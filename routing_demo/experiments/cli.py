@@ -12,12 +12,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit
 
 import click
 
 from ..options import management_option, run_dir_option
-from ..rabbitmq import ManagementAPI
+from ..rabbitmq import ManagementAPI, management_url
 from .catalogue import EXPERIMENTS, run_experiment
 from .lab import Outcome, vhost_url
 from .report import render_text, to_json, write_report
@@ -40,13 +39,9 @@ class Settings:
     keep: bool
 
     def management(self) -> ManagementAPI:
-        """The management API given, else the broker's host and credentials on 15672."""
-        if self.management_url:
-            return ManagementAPI(self.management_url)
-        parts = urlsplit(self.broker)
-        user = quote(parts.username or "guest", safe="")
-        password = quote(parts.password or "guest", safe="")
-        return ManagementAPI(f"http://{user}:{password}@{parts.hostname or 'localhost'}:15672")
+        """The management API given, else the broker's host and credentials on
+        the management port."""
+        return ManagementAPI(self.management_url or management_url(self.broker))
 
 
 def settings_options(function: Callable) -> Callable:
