@@ -56,6 +56,10 @@ DEBIAN_PACKAGES = {RABBITMQ_SERVER: "rabbitmq-server", REDIS_SERVER: "redis-serv
 #: or close by, and a black-holed address must not stall a session.
 PROBE_TIMEOUT = 2.0
 
+#: Seconds the management API may take to answer once connected: a node
+#: busy with other sessions' vhosts has taken more than 5 s.
+MANAGEMENT_READ_TIMEOUT = 30.0
+
 #: The management plugin's default port, as ``rabbitmq-plugins enable`` opens it.
 MANAGEMENT_PORT = 15672
 
@@ -102,10 +106,17 @@ def amqp_check(url: str, timeout: float = PROBE_TIMEOUT) -> None:
 
 
 def management_check(url: str, timeout: float = PROBE_TIMEOUT) -> None:
-    """The management HTTP API answers ``/api/overview`` with these credentials."""
-    api = ManagementAPI(url, timeout=timeout)
+    """The management HTTP API answers ``/api/whoami`` with these credentials.
+
+    ``timeout`` bounds the connection; the answer itself may take longer
+    (``MANAGEMENT_READ_TIMEOUT``): a loaded node is slow, not missing.
+    """
+    api = ManagementAPI(url)
     try:
-        api.overview()
+        response = api.session.get(
+            f"{api.base_url}/whoami", timeout=(timeout, max(timeout, MANAGEMENT_READ_TIMEOUT))
+        )
+        response.raise_for_status()
     except requests.HTTPError as exc:
         raise RuntimeError(f"HTTP {exc.response.status_code}") from exc
     except requests.RequestException as exc:
