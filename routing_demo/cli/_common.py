@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 from celery import Celery
@@ -169,12 +170,19 @@ def broker_vhost(app: Celery) -> str:
 
 def management_api(app: Celery, url: str | None) -> ManagementAPI:
     """The management API of the app's broker: ``url`` when given, otherwise
-    the broker's host and credentials on the management port."""
-    if url:
-        return ManagementAPI(url)
+    the broker's host and credentials on the management port. A ``url``
+    without credentials (``RABBITMQ_MANAGEMENT_URL=http://host:15672``) takes
+    the broker's: the user the app connects as is the one asking."""
     with broker_connection(app) as connection:
         broker_url = connection.as_uri(include_password=True)
-    return ManagementAPI(management_url(broker_url))
+    derived = management_url(broker_url)
+    if not url:
+        return ManagementAPI(derived)
+    parts = urlsplit(url)
+    if parts.username is None:
+        credentials = urlsplit(derived).netloc.rpartition("@")[0]
+        url = urlunsplit(parts._replace(netloc=f"{credentials}@{parts.netloc}"))
+    return ManagementAPI(url)
 
 
 def live_queue_counts(app: Celery, names: list[str]) -> dict[str, tuple[int, int]]:
