@@ -44,5 +44,6 @@ READY_TIMEOUT = 60.0
 #: (what ``docker stop``/``docker restart`` give a container by default).
 STOP_TIMEOUT = 10.0
 
-#: What ``celery -A`` loads in every local worker.
+#: What ``celery -A`` loads in every local worker, unless the
+#: ``local_worker_app`` fixture names another project's app.
 WORKER_APP = "routing_demo"

@@ -7,26 +7,32 @@ everything else of its API) works unchanged:
 ==========================  ==================================================
 ``celery_broker``           a throw-away vhost of the shared RabbitMQ
 ``celery_backend``          a database of the shared Redis
-``celery_worker_cluster``   one ``celery -A routing_demo worker`` per queue
-``celery_setup_cls``        ``RoutingDemoSetup``: the project's configuration
+``celery_worker_cluster``   one ``celery -A <app> worker`` per worker selection
+``celery_setup_cls``        a ``ProjectSetup``: the project's configuration
 ``celery_setup_app``        a fresh app per test, made current
 ==========================  ==================================================
+
+Which app: ``local_worker_app`` names what ``celery -A`` loads (routing_demo
+unless a project overrides it, e.g. ``return "shop"``); the workers are the
+ones its ``routes_worker_selections`` setting declares (node name ->
+``"-Q orders"``/``"-X orders"``), and the setup app carries its settings.
 
 Fault tests swap in a broker or backend they may stop, in the pytest-celery
 way, by overriding ``celery_broker_cluster``/``celery_backend_cluster`` with
 ``private_rabbitmq_broker``/``private_redis_backend``. Workers of other
 shapes come from ``local_worker_factory``.
 
-The shared services come from the test suite's own session fixtures
-``vhost_factory`` and ``redis_url`` (``tests/conftest.py``), which skip
-locally and fail in CI when a service is missing.
+The shared services come from the session fixtures ``vhost_factory`` and
+``redis_url`` (``routing_demo.testing.pytest_plugin``), which skip locally
+and fail in CI when a service is missing.
 
 With ``--docker`` (or ``ROUTING_DEMO_TEST_DOCKER=1``) the brokers and the
 backend are pytest-celery's own RabbitMQ and Redis containers; the workers
 stay local processes running this checkout. Without it, nothing here
 touches Docker.
 
-Use it from a ``conftest.py``: ``from routing_demo.testing.fixtures import *``.
+Another project opts in to all of it (with the services) from its top-level
+``conftest.py``: ``pytest_plugins = ["routing_demo.testing.pytest_plugin"]``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from typing import TypeVar
 import pytest
 from celery import Celery
 from celery._state import get_current_app
+from celery.app.utils import find_app
 from pytest_celery import (
     CeleryTestBackend,
     CeleryTestBroker,
@@ -49,8 +56,8 @@ from pytest_celery import (
 )
 
 from ..workers import WorkerNode, worker_nodes
-from .app import RoutingDemoSetup
-from .defaults import AMQP_PORTS, RABBITMQ_SERVER, REDIS_SERVER
+from .app import ProjectSetup, RoutingDemoSetup
+from .defaults import AMQP_PORTS, RABBITMQ_SERVER, REDIS_SERVER, WORKER_APP
 from .ports import free_ports
 from .process import LocalProcessContainer
 from .rabbitmq import PrivateRabbitMQNode, PyAMQPRabbitMQContainer, SharedRabbitMQVhost
@@ -67,6 +74,8 @@ __all__ = [
     "celery_worker_cluster",
     "default_rabbitmq_broker_cls",
     "default_rabbitmq_broker_ports",
+    "local_project_app",
+    "local_worker_app",
     "local_worker_factory",
     "local_worker_options",
     "private_rabbitmq_broker",
@@ -99,15 +108,37 @@ def celery_on_docker(request: pytest.FixtureRequest) -> bool:
     return True
 
 
+# --- the project's app -----------------------------------------------------------
+@pytest.fixture
+def local_worker_app() -> str:
+    """What ``celery -A`` loads in every local worker, and whose settings the
+    setup app carries: routing_demo's app. A project returns its own
+    (``"shop"``, ``"shop.celery:app"``), importable from the workers'
+    ``pythonpath`` (``local_worker_options``)."""
+    return WORKER_APP
+
+
+@pytest.fixture
+def local_project_app(local_worker_app: str) -> Celery | None:
+    """The app ``local_worker_app`` names, loaded as ``celery -A`` finds it;
+    ``None`` for routing_demo, whose topology module answers for it (its
+    worker selections, its declared queues)."""
+    if local_worker_app == WORKER_APP:
+        return None
+    return find_app(local_worker_app)
+
+
 # --- the setup app ---------------------------------------------------------------
 @pytest.fixture
-def celery_setup_cls() -> type[RoutingDemoSetup]:
-    return RoutingDemoSetup
+def celery_setup_cls(local_worker_app: str) -> type[ProjectSetup]:
+    if local_worker_app == WORKER_APP:
+        return RoutingDemoSetup
+    return ProjectSetup.for_app(local_worker_app)
 
 
 @pytest.fixture
 def celery_setup_app(
-    celery_setup_cls: type[RoutingDemoSetup],
+    celery_setup_cls: type[ProjectSetup],
     celery_setup_config: dict,
     celery_setup_name: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -233,10 +264,12 @@ def local_worker_options() -> dict[str, object]:
 def local_worker_factory(
     celery_worker_cluster_config: dict,
     celery_setup_app: Celery,
+    local_worker_app: str,
+    local_project_app: Celery | None,
     local_worker_options: dict[str, object],
     tmp_path: Path,
 ) -> Iterator[WorkerFactory]:
-    """Start local workers on the test's broker and backend.
+    """Start local workers of ``local_worker_app`` on the test's broker and backend.
 
     ``make(node, **options)`` starts the worker for a
     ``routing_demo.workers.WorkerNode`` and returns its ``CeleryTestWorker``
@@ -253,7 +286,12 @@ def local_worker_factory(
             broker_url=";".join(broker["host_urls"]),
             result_backend=";".join(backend["host_urls"]) if backend else None,
             log_dir=tmp_path,
-            **{**local_worker_options, **options},
+            **{
+                "app_name": local_worker_app,
+                "app": local_project_app,
+                **local_worker_options,
+                **options,
+            },
         )
         started.append(container)
         container.start()
@@ -265,10 +303,18 @@ def local_worker_factory(
 
 
 @pytest.fixture
-def celery_worker_cluster(local_worker_factory: WorkerFactory) -> Iterator[CeleryWorkerCluster]:
-    """The topology's worker per queue (``add``, ``sub``, and the ``-X add,sub``
-    default-queue worker), each ready to consume when the test starts."""
-    workers = [local_worker_factory(node) for node in worker_nodes()]
+def celery_worker_cluster(
+    local_worker_factory: WorkerFactory, local_project_app: Celery | None
+) -> Iterator[CeleryWorkerCluster]:
+    """A worker per selection of the project's app (``routes_worker_selections``;
+    for routing_demo ``add``, ``sub``, and the ``-X add,sub`` default-queue
+    worker), each ready to consume when the test starts."""
+    nodes = worker_nodes(app=local_project_app)
+    if not nodes:
+        raise ValueError(
+            f"{local_project_app} declares no routes_worker_selections: no worker to start"
+        )
+    workers = [local_worker_factory(node) for node in nodes]
     for worker in workers:
         worker.ready()
     cluster = CeleryWorkerCluster(*workers)

@@ -1,10 +1,11 @@
-"""A real ``celery -A routing_demo worker`` process, as a pytest-celery worker.
+"""A real ``celery -A <app> worker`` process, as a pytest-celery worker.
 
 Each worker consumes what its ``-Q``/``-X`` option selects (one worker per
-queue, from the topology) and runs under the node name pytest-celery's
-``CeleryTestWorker.hostname()`` reports: ``<worker_name>@<id[:12]>``. The
-random id keeps two test sessions on one broker from sharing a node name, and
-stays the same across ``restart()``, as a container's id does.
+queue, from the app's ``routes_worker_selections``) and runs under the node
+name pytest-celery's ``CeleryTestWorker.hostname()`` reports:
+``<worker_name>@<id[:12]>``. The random id keeps two test sessions on one
+broker from sharing a node name, and stays the same across ``restart()``, as
+a container's id does.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import celery
+from celery import Celery
 
 from ..topology import TASK_QUEUES
 from ..workers import WorkerNode, wait_pidbox_released
@@ -29,9 +31,11 @@ PING_TASKS_MODULE = "pytest_celery.vendors.worker.tasks"
 
 
 class LocalWorkerContainer(LocalProcessContainer):
-    """``celery -A routing_demo worker`` for one queue selection.
+    """``celery -A <app_name> worker`` for one queue selection.
 
-    ``queue_option`` is ``-Q`` (consume these queues) or ``-X`` (every
+    ``app_name`` is what ``-A`` loads (routing_demo unless given); ``app``,
+    the same app loaded here, says which queues it declares (routing_demo's
+    topology without one). ``queue_option`` is ``-Q`` (consume these queues) or ``-X`` (every
     declared queue but these), ``queue_names`` a comma-separated list.
     ``include`` names extra task modules (``-I``), importable through
     ``pythonpath``. Mingle and gossip are off: no test here needs workers to
@@ -54,11 +58,15 @@ class LocalWorkerContainer(LocalProcessContainer):
         extra_args: Iterable[str] = (),
         env: Mapping[str, str] | None = None,
         ready_timeout: float = READY_TIMEOUT,
+        app_name: str = WORKER_APP,
+        app: Celery | None = None,
     ) -> None:
         if queue_option not in ("-Q", "-X"):
             raise ValueError(f"queue_option must be -Q or -X, not {queue_option!r}")
         self.node = WorkerNode(worker_name, queue_option, queue_names)
-        if not self.node.consumed_queues():
+        self.app = app
+        self.app_name = app_name
+        if not self.node.consumed_queues(app):
             raise ValueError(f"{queue_option} {queue_names} leaves {worker_name} no declared queue")
         self.broker_url = broker_url
         self._log_level = log_level
@@ -85,7 +93,7 @@ class LocalWorkerContainer(LocalProcessContainer):
             "-m",
             "celery",
             "-A",
-            WORKER_APP,
+            app_name,
             "worker",
             f"--hostname={self.hostname}",
             queue_option,
@@ -101,7 +109,7 @@ class LocalWorkerContainer(LocalProcessContainer):
 
     @classmethod
     def for_node(cls, node: WorkerNode, **options: object) -> LocalWorkerContainer:
-        """The worker for one of ``routing_demo.workers.worker_nodes()``."""
+        """The worker for one of ``routing_demo.workers.worker_nodes(app=…)``."""
         return cls(
             worker_name=node.name,
             queue_option=node.queue_option,
@@ -127,15 +135,17 @@ class LocalWorkerContainer(LocalProcessContainer):
 
     def worker_queue(self) -> str:
         """The first queue the worker consumes; pytest-celery pings it there."""
-        return self.node.consumed_queues()[0]
+        return self.consumed_queues()[0]
 
     def consumed_queues(self) -> list[str]:
         """Every declared queue (``task_queues``) this worker's selection leaves it."""
-        return self.node.consumed_queues()
+        return self.node.consumed_queues(self.app)
 
-    @staticmethod
-    def declared_queues() -> list[str]:
-        return [queue.name for queue in TASK_QUEUES]
+    def declared_queues(self) -> list[str]:
+        """The queues the worker's app declares (``app.amqp.queues``)."""
+        if self.app is None:
+            return [queue.name for queue in TASK_QUEUES]
+        return list(self.app.amqp.queues)
 
     # --- life cycle ----------------------------------------------------------
     def before_start(self) -> None:
