@@ -21,8 +21,11 @@ demo: $(INSTALLED)
 ## Lint, then the unit and integration tiers: on the local RabbitMQ (AMQP and
 ## management API) and Redis when they answer, else on a private node and
 ## redis-server the session starts and stops (rabbitmq-server, redis-server
-## installed). The header line "services: ..." says which, and why.
+## installed). The header line "services: ..." says which, and why. Then the
+## example project's tests (examples/shop, its own rootdir and settings), on
+## the same local fixtures: real `celery -A shop` workers, one per queue.
 test: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest --durations=15
+	$(VENV)/bin/pytest --durations=5 examples/shop
