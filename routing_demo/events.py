@@ -31,7 +31,8 @@ from celery.events.dispatcher import EventDispatcher as CeleryEventDispatcher
 from celery.worker.request import Request as CeleryRequest
 from kombu import pools
 from kombu.pools import ProducerPool
-from kombu.transport.virtual.exchange import TopicExchange
+
+from .rabbitmq import routing_key_matches
 
 __all__ = [
     "EVENT_CONNECTION_NAME",
@@ -53,9 +54,6 @@ EVENT_TRANSPORT_OPTIONS: dict[str, Any] = {
     "confirm_publish": False,
     "client_properties": {"connection_name": EVENT_CONNECTION_NAME},
 }
-
-#: kombu's own translation of a topic binding key into a regular expression.
-_topic = TopicExchange(None)
 
 
 def confirms(connection: Any) -> bool:
@@ -85,13 +83,7 @@ def delivery_origin(app: Any, delivery_info: dict[str, Any]) -> dict[str, Any]:
             bound = binding.exchange
             if bound is None or bound.name != exchange:
                 continue
-            key = binding.routing_key or ""
-            if bound.type == "fanout":
-                matches.add(queue.name)
-            elif bound.type == "topic":
-                if _topic._match(_topic.key_to_pattern(key), routing_key):
-                    matches.add(queue.name)
-            elif key == routing_key:
+            if routing_key_matches(bound.type, binding.routing_key or "", routing_key):
                 matches.add(queue.name)
     queue_name = matches.pop() if len(matches) == 1 else None
     return {"exchange": exchange, "routing_key": routing_key, "queue": queue_name}

@@ -8,11 +8,13 @@ bindings that decide where a routing key leads.
 from __future__ import annotations
 
 import os
+import re
 from contextlib import suppress
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
+from kombu.transport.virtual.exchange import TopicExchange
 
 __all__ = [
     "DEFAULT_MANAGEMENT_URL",
@@ -20,6 +22,7 @@ __all__ = [
     "ManagementAPI",
     "management_url",
     "queue_counts",
+    "routing_key_matches",
 ]
 
 #: The management plugin's port (``management.tcp.port``) on a broker's host.
@@ -193,3 +196,20 @@ def queue_counts(connection_or_channel: Any, name: str) -> tuple[int, int]:
     finally:
         with suppress(Exception):  # a refused declare has closed it already
             channel.close()
+
+
+#: kombu's own translation of a topic binding key into a regular expression.
+_topic = TopicExchange(None)
+
+
+def routing_key_matches(exchange_type: str, binding_key: str, routing_key: str) -> bool:
+    """Whether a message with ``routing_key`` follows a binding with
+    ``binding_key`` on an exchange of ``exchange_type`` (headers: unknown,
+    treated as no match)."""
+    if exchange_type == "fanout":
+        return True
+    if exchange_type == "direct":
+        return binding_key == routing_key
+    if exchange_type == "topic":
+        return re.match(_topic.key_to_pattern(binding_key), routing_key) is not None
+    return False

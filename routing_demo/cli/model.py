@@ -14,7 +14,6 @@ names; the app may declare such queues outside ``task_queues``
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +21,8 @@ from celery import Celery
 from celery.app.routes import MapRoute
 from kombu import Exchange, Queue
 from kombu.transport.base import to_rabbitmq_queue_arguments
-from kombu.transport.virtual.exchange import TopicExchange
 
+from ..rabbitmq import routing_key_matches
 from ..workers import SELECTIONS_SETTING, declared_selections, worker_nodes
 from ._common import broker_errors
 
@@ -300,19 +299,3 @@ def read_topology(app: Celery, *, workers: Workers | None = None) -> Topology:
         default_queue=app.conf.task_default_queue,
         workers=workers,
     )
-
-
-_topic = TopicExchange(None)
-
-
-def routing_key_matches(exchange_type: str, binding_key: str, routing_key: str) -> bool:
-    """Whether a message with ``routing_key`` follows a binding with
-    ``binding_key`` on an exchange of ``exchange_type`` (headers: unknown,
-    treated as no match)."""
-    if exchange_type == "fanout":
-        return True
-    if exchange_type == "direct":
-        return binding_key == routing_key
-    if exchange_type == "topic":
-        return re.match(_topic.key_to_pattern(binding_key), routing_key) is not None
-    return False

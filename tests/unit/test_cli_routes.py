@@ -27,6 +27,8 @@ from routing_demo.cli.definitions import (
     render_definitions,
 )
 from routing_demo.cli.model import read_topology
+from routing_demo.cli.revoke_cmd import Revoked
+from routing_demo.cli.revoke_cmd import explain as explain_revoke
 from routing_demo.cli.tasks_cmd import describe_state
 from routing_demo.cli.verify import verify_topology
 from routing_demo.cli.workers_cmd import split_per_node
@@ -689,15 +691,14 @@ def test_when_a_signal_is_misspelt_then_revoke_refuses() -> None:
 
 
 def test_when_a_task_finishes_between_the_reads_then_revoke_says_it_finished() -> None:
-    from routing_demo.cli.revoke_cmd import Revoked, explain
-
     raced = Revoked("e" * 32, state_before="RETRY")
     raced.state = "SUCCESS"
-    meaning, known = explain(raced, object(), acknowledged=True)
+    meaning, known = explain_revoke(raced, object(), acknowledged=True)
     assert known
     assert meaning == "it finished (SUCCESS) before the revoke reached it: its record stays"
     waiting = Revoked("f" * 32, state_before="RETRY")
     waiting.state = "REVOKED"
     assert (
-        explain(waiting, object(), acknowledged=True)[0] == "it was waiting to be retried: revoked"
+        explain_revoke(waiting, object(), acknowledged=True)[0]
+        == "it was waiting to be retried: revoked"
     )
