@@ -1,8 +1,8 @@
-"""The ``amqps://`` profile: ``conf.celeryconfig``'s settings, with the broker
-reached over TLS, its certificate and hostname verified.
+"""The ``amqps://`` profile: ``routing_demo.conf.celeryconfig``'s settings, with
+the broker reached over TLS, its certificate and hostname verified.
 
-Select it with ``CELERY_CONFIG_MODULE=conf.tls`` and give the broker as
-``CELERY_BROKER_URL=amqps://user:password@host:5671/vhost``. ``amqps://``
+Select it with ``CELERY_CONFIG_MODULE=routing_demo.conf.tls`` and give the
+broker as ``CELERY_BROKER_URL=amqps://user:password@host:5671/vhost``. ``amqps://``
 is py-amqp over TLS (kombu's ``SSLTransport``): unlike plain ``amqp://`` it
 never switches to librabbitmq, which has no TLS.
 
@@ -18,7 +18,7 @@ Environment (``routing_demo.security``):
 
 from __future__ import annotations
 
-from conf.celeryconfig import *  # noqa: F403
+from routing_demo.conf.celeryconfig import *  # noqa: F403
 from routing_demo.security import broker_tls_options
 
 #: Default only: ``CELERY_BROKER_URL`` wins. 5671 is RabbitMQ's TLS port.

@@ -26,7 +26,7 @@ __all__ = ["DEFAULT_CONFIG_MODULE", "RoutingDemoCelery", "app"]
 
 #: Configuration module used unless ``CELERY_CONFIG_MODULE`` names another
 #: (an experiment's topology, a test's variant).
-DEFAULT_CONFIG_MODULE = "conf.celeryconfig"
+DEFAULT_CONFIG_MODULE = "routing_demo.conf.celeryconfig"
 
 
 #: Set while ``send_task`` sends one task on its own: the producer it

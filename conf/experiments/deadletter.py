@@ -5,4 +5,4 @@ Nothing changes here: the task queues already name the dead-letter exchange
 as its alternate exchange. The experiment shows both holding queues filling.
 """
 
-from conf.celeryconfig import *  # noqa: F403
+from routing_demo.conf.celeryconfig import *  # noqa: F403

@@ -13,7 +13,7 @@ exchange and routing key of each publish.
 
 from kombu import Exchange, Queue
 
-from conf.celeryconfig import *  # noqa: F403
+from routing_demo.conf.celeryconfig import *  # noqa: F403
 from routing_demo.topology import TASK_ROUTES, dead_letter_exchange, unroutable_exchange
 
 direct_exchange = Exchange(

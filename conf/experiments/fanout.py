@@ -11,8 +11,8 @@ their queue, once each.
 
 from kombu.common import Broadcast
 
-from conf.celeryconfig import *  # noqa: F403
-from conf.celeryconfig import include
+from routing_demo.conf.celeryconfig import *  # noqa: F403
+from routing_demo.conf.celeryconfig import include
 from routing_demo.topology import TASK_QUEUES, TASK_ROUTES
 
 #: Selected with ``-Q broadcast_tasks`` (the alias); the queue's real name is

@@ -9,8 +9,8 @@ arrival order, so a large prefetch defeats priority.
 
 from kombu import Queue
 
-from conf.celeryconfig import *  # noqa: F403
-from conf.celeryconfig import include
+from routing_demo.conf.celeryconfig import *  # noqa: F403
+from routing_demo.conf.celeryconfig import include
 from routing_demo.topology import TASK_QUEUES, TASK_ROUTES, dead_letter_exchange, task_exchange
 
 #: Highest priority the queue honours; RabbitMQ recommends small values.

@@ -14,7 +14,7 @@ and skips direct exchanges. Hence the topic exchange here.
 
 from kombu import Exchange, Queue
 
-from conf.celeryconfig import *  # noqa: F403
+from routing_demo.conf.celeryconfig import *  # noqa: F403
 from routing_demo.topology import dead_letter_exchange, unroutable_exchange
 
 #: A *topic* exchange, so that native delayed delivery can bind it.

@@ -5,4 +5,4 @@ changed live with the ``add_consumer`` and ``cancel_consumer`` control
 commands, without restarting anything.
 """
 
-from conf.celeryconfig import *  # noqa: F403
+from routing_demo.conf.celeryconfig import *  # noqa: F403

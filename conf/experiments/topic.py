@@ -16,8 +16,8 @@ alternate exchange and lands in ``unroutable``.
 
 from kombu import Exchange, Queue
 
-from conf.celeryconfig import *  # noqa: F403
-from conf.celeryconfig import include
+from routing_demo.conf.celeryconfig import *  # noqa: F403
+from routing_demo.conf.celeryconfig import include
 from routing_demo.topology import (
     dead_letter_exchange,
     default_queue,

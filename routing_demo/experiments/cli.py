@@ -158,8 +158,9 @@ def list_(as_json: bool) -> None:
         )
         return
     width = max(len(name) for name in EXPERIMENTS)
+    module_width = max(len(e.config_module) for e in EXPERIMENTS.values())
     for e in EXPERIMENTS.values():
-        click.echo(f"{e.name:<{width}}  {e.config_module:<28}  {e.title}")
+        click.echo(f"{e.name:<{width}}  {e.config_module:<{module_width}}  {e.title}")
 
 
 @experiment.command()

@@ -158,6 +158,6 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
 EXPERIMENT = Experiment(
     name="deadletter",
     title="dead-letter and unroutable: rejected and unmatched messages are kept",
-    config_module="conf.experiments.deadletter",
+    config_module="routing_demo.conf.experiments.deadletter",
     drive=drive,
 )

@@ -63,6 +63,6 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
 EXPERIMENT = Experiment(
     name="direct",
     title="direct exchange: add and sub on their own queues",
-    config_module="conf.experiments.direct",
+    config_module="routing_demo.conf.experiments.direct",
     drive=drive,
 )

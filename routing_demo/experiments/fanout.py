@@ -82,6 +82,6 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
 EXPERIMENT = Experiment(
     name="fanout",
     title="fanout (Broadcast): every worker runs clear_cache once",
-    config_module="conf.experiments.fanout",
+    config_module="routing_demo.conf.experiments.fanout",
     drive=drive,
 )

@@ -122,6 +122,6 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
 EXPERIMENT = Experiment(
     name="priority",
     title="priority queue: high priority overtakes a backlog, unless prefetched",
-    config_module="conf.experiments.priority",
+    config_module="routing_demo.conf.experiments.priority",
     drive=drive,
 )

@@ -131,6 +131,6 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
 EXPERIMENT = Experiment(
     name="quorum",
     title="quorum queues with publisher confirms; countdown/ETA by native delayed delivery",
-    config_module="conf.experiments.quorum",
+    config_module="routing_demo.conf.experiments.quorum",
     drive=drive,
 )

@@ -89,6 +89,6 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
 EXPERIMENT = Experiment(
     name="rerouting",
     title="runtime re-routing: add moves from alpha to beta with add/cancel_consumer",
-    config_module="conf.experiments.rerouting",
+    config_module="routing_demo.conf.experiments.rerouting",
     drive=drive,
 )

@@ -141,6 +141,6 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
 EXPERIMENT = Experiment(
     name="topic",
     title="topic exchange: arith.# takes add and sub, *.add takes only add",
-    config_module="conf.experiments.topic",
+    config_module="routing_demo.conf.experiments.topic",
     drive=drive,
 )

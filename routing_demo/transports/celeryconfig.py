@@ -1,4 +1,5 @@
-"""The project's settings (``conf.celeryconfig``), with the transport taken from the broker URL.
+"""The project's settings (``routing_demo.conf.celeryconfig``), with the transport taken from
+the broker URL.
 
 Load it with ``CELERY_CONFIG_MODULE=routing_demo.transports.celeryconfig``
 to run the same app on librabbitmq by URL alone::
@@ -11,15 +12,15 @@ to run the same app on librabbitmq by URL alone::
 reads itself and which wins over ``broker_url``), else from ``broker_url``:
 ``librabbitmq://`` gets the kombu 5.7 adapter, ``amqp://`` stays on py-amqp
 (see :mod:`routing_demo.transports`). Every other setting is
-``conf.celeryconfig``'s, unchanged.
+``routing_demo.conf.celeryconfig``'s, unchanged.
 """
 
 from __future__ import annotations
 
 import os
 
-from conf import celeryconfig as _base
-from conf.celeryconfig import *  # noqa: F403  (the settings, unchanged)
+from routing_demo.conf import celeryconfig as _base
+from routing_demo.conf.celeryconfig import *  # noqa: F403  (the settings, unchanged)
 from routing_demo.transports import broker_transport_for
 
 #: ``None`` (kombu's choice from the scheme) for schemes other than

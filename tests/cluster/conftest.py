@@ -137,7 +137,7 @@ def cluster_env(cluster: LocalCluster, redis_url: str) -> dict[str, str]:
 def cluster_app(cluster: LocalCluster, redis_url: str) -> Iterator[Celery]:
     """A client of the cluster with the project's settings and quorum queues."""
     app = RoutingDemoCelery("routing_demo_cluster_client", set_as_current=False)
-    app.config_from_object("conf.celeryconfig")
+    app.config_from_object("routing_demo.conf.celeryconfig")
     app.conf.update(
         broker_url=cluster.broker_url,
         result_backend=redis_url,

@@ -5,6 +5,6 @@ Only ``test_consumer_timeout`` loads it (``CELERY_CONFIG_MODULE``), to show
 what the project's setting prevents.
 """
 
-from conf.celeryconfig import *  # noqa: F403
+from routing_demo.conf.celeryconfig import *  # noqa: F403
 
 broker_channel_error_retry = False

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 #: A configuration that sends ``add`` to the ``sub`` queue: the demo must notice.
 MISROUTED_CONFIG = """\
-from conf.celeryconfig import *  # noqa: F403
+from routing_demo.conf.celeryconfig import *  # noqa: F403
 task_routes = {**task_routes, "routing_demo.tasks.add": {"queue": "sub"}}  # noqa: F405
 """
 

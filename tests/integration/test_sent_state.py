@@ -20,7 +20,7 @@ ADD = "routing_demo.tasks.add"
 
 def make_app(name: str, broker_url: str, redis_url: str) -> Celery:
     app = Celery(name, set_as_current=False)
-    app.config_from_object("conf.celeryconfig")
+    app.config_from_object("routing_demo.conf.celeryconfig")
     app.conf.update(broker_url=broker_url, result_backend=redis_url)
     return app
 

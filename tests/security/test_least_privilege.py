@@ -210,7 +210,7 @@ def app_run(
         env[BROKER_PASSWORD_FILE] = str(secret)
     cli = Cli(env)
     app = Celery("routing_demo", set_as_current=False)
-    app.config_from_object("conf.celeryconfig")
+    app.config_from_object("routing_demo.conf.celeryconfig")
     app.conf.update(
         broker_url=env["CELERY_BROKER_URL"],
         broker_password=broker_password_from_file(env["CELERY_BROKER_URL"], env),

@@ -61,10 +61,10 @@ def test_when_the_settings_load_with_a_file_then_kombu_logs_in_with_its_password
     secret.write_text("from-the-file\n")
     monkeypatch.setenv("CELERY_BROKER_URL", URL)
     monkeypatch.setenv(BROKER_PASSWORD_FILE, str(secret))
-    import conf.celeryconfig
+    import routing_demo.conf.celeryconfig
 
     try:
-        settings = importlib.reload(conf.celeryconfig)
+        settings = importlib.reload(routing_demo.conf.celeryconfig)
         assert settings.broker_password == "from-the-file"
         app = Celery("password-file", set_as_current=False)
         app.config_from_object(settings)
@@ -75,4 +75,4 @@ def test_when_the_settings_load_with_a_file_then_kombu_logs_in_with_its_password
         assert "from-the-file" not in connection.as_uri()
     finally:
         monkeypatch.undo()
-        importlib.reload(conf.celeryconfig)
+        importlib.reload(routing_demo.conf.celeryconfig)

@@ -1,4 +1,4 @@
-"""The amqps:// profile (``CELERY_CONFIG_MODULE=conf.tls``): settings from the
+"""The amqps:// profile (``CELERY_CONFIG_MODULE=routing_demo.conf.tls``): settings from the
 environment, then a worker and clients over a private node's TLS listener
 that verifies client certificates, and the clear errors of a wrong CA, a
 hostname the certificate does not carry, and a missing client certificate."""
@@ -67,7 +67,7 @@ def test_when_the_profile_loads_then_certificates_and_hostname_are_verified(
     for name, value in client_env(certs).items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv(TLS_SERVER_HOSTNAME, raising=False)
-    profile = importlib.reload(importlib.import_module("conf.tls"))
+    profile = importlib.reload(importlib.import_module("routing_demo.conf.tls"))
     assert profile.broker_url.startswith("amqps://")
     assert profile.broker_use_ssl["cert_reqs"] == ssl.CERT_REQUIRED
     assert profile.broker_use_ssl["ca_certs"] == str(certs["ca"] / "ca.pem")
@@ -75,7 +75,7 @@ def test_when_the_profile_loads_then_certificates_and_hostname_are_verified(
     assert "server_hostname" in profile.broker_use_ssl
     assert profile.broker_use_ssl["server_hostname"] is None
     assert profile.broker_use_ssl["certfile"] == str(certs["ca"] / "client.pem")
-    # Everything else is conf.celeryconfig's.
+    # Everything else is routing_demo.conf.celeryconfig's.
     assert profile.accept_content == ["json"]
     assert profile.task_queues
 
@@ -138,7 +138,7 @@ def tls_broker(
 def tls_cli(tls_broker: TlsBroker, certs: dict[str, Path]) -> Cli:
     return Cli(
         {
-            "CELERY_CONFIG_MODULE": "conf.tls",
+            "CELERY_CONFIG_MODULE": "routing_demo.conf.tls",
             "CELERY_BROKER_URL": tls_broker.url,
             "CELERY_RESULT_BACKEND": "rpc://",
             **client_env(certs),

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from conf import celeryconfig
 from routing_demo.backends import RESULT_CONNECTION_NAME, RPCBackend
+from routing_demo.conf import celeryconfig
 
 
 def make_app(**settings: object) -> Celery:

@@ -147,7 +147,7 @@ def test_when_document_is_dumped_then_it_is_json_that_refuses_nan(measurements):
 
 
 def test_when_shipped_config_is_read_then_it_matches_conf_celeryconfig():
-    from conf import celeryconfig
+    from routing_demo.conf import celeryconfig
 
     shipped = shipped_variant()
     assert shipped.acks_late is celeryconfig.task_acks_late

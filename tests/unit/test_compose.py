@@ -256,7 +256,7 @@ def test_when_beat_runs_then_there_is_one_per_stack_and_its_task_follows_the_add
     assert beats(compose) == ["beat"]
     assert beats(compose, "cluster") == ["cluster-beat"]
     schedule = celery_app.conf.beat_schedule
-    assert schedule, "conf.celeryconfig declares no beat_schedule"
+    assert schedule, "routing_demo.conf.celeryconfig declares no beat_schedule"
     for entry in schedule.values():
         explained = explain_route(celery_app, entry["task"], list(entry.get("args", ())))
         assert explained.error is None

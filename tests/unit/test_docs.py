@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import conf.celeryconfig as settings
+import routing_demo.conf.celeryconfig as settings
 from routing_demo.topology import TASK_QUEUES, TASK_ROUTES, dead_letter_queue, unroutable_queue
 from routing_demo.workers import worker_nodes
 

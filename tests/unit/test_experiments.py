@@ -45,13 +45,13 @@ def test_when_experiment_settings_load_then_every_route_names_a_declared_queue(
 
 
 def test_when_direct_then_its_exchange_is_direct_whatever_the_shipped_one() -> None:
-    app = app_for("conf.experiments.direct")
+    app = app_for("routing_demo.conf.experiments.direct")
     assert {q.exchange.type for q in app.conf.task_queues} == {"direct"}
     assert route(app, lab.ADD)["queue"].name == "add"
 
 
 def test_when_topic_then_add_and_sub_are_published_by_routing_key() -> None:
-    app = app_for("conf.experiments.topic")
+    app = app_for("routing_demo.conf.experiments.topic")
     add = route(app, lab.ADD)
     assert (add["exchange"], add["routing_key"]) == ("routing_demo.arith", "arith.add")
     assert route(app, lab.SUB)["routing_key"] == "arith.sub"
@@ -61,7 +61,7 @@ def test_when_topic_then_add_and_sub_are_published_by_routing_key() -> None:
 
 
 def test_when_fanout_then_clear_cache_goes_to_the_broadcast_queue() -> None:
-    app = app_for("conf.experiments.fanout")
+    app = app_for("routing_demo.conf.experiments.fanout")
     queue = route(app, lab.CLEAR_CACHE)["queue"]
     assert isinstance(queue, Broadcast)
     assert (queue.exchange.name, queue.exchange.type) == ("broadcast_tasks", "fanout")
@@ -69,7 +69,7 @@ def test_when_fanout_then_clear_cache_goes_to_the_broadcast_queue() -> None:
 
 
 def test_when_priority_then_queue_has_max_priority_and_confirms() -> None:
-    app = app_for("conf.experiments.priority")
+    app = app_for("routing_demo.conf.experiments.priority")
     queue = route(app, lab.RECORD)["queue"]
     assert queue.name == "priority" and queue.queue_arguments["x-max-priority"] == 10
     assert route(app, lab.HOLD)["queue"].name == "priority"
@@ -77,7 +77,7 @@ def test_when_priority_then_queue_has_max_priority_and_confirms() -> None:
 
 
 def test_when_quorum_then_queues_are_quorum_on_a_topic_exchange_with_confirms() -> None:
-    app = app_for("conf.experiments.quorum")
+    app = app_for("routing_demo.conf.experiments.quorum")
     for task, name in ((lab.ADD, "add"), (lab.SUB, "sub"), (lab.MUL, "default")):
         queue = route(app, task)["queue"]
         assert queue.name == name
@@ -127,7 +127,9 @@ def test_when_list_then_every_experiment_with_its_settings_module() -> None:
         "deadletter",
         "rerouting",
     ]
-    assert all(item["config_module"].startswith("conf.experiments.") for item in listed)
+    assert all(
+        item["config_module"].startswith("routing_demo.conf.experiments.") for item in listed
+    )
 
 
 def test_when_help_then_examples_are_shown() -> None:
@@ -142,7 +144,9 @@ def test_when_unknown_experiment_then_usage_error() -> None:
 
 
 def sample_outcome(passed: bool = True) -> Outcome:
-    outcome = Outcome("topic", "topic exchange", "conf.experiments.topic", "vh", sent=3)
+    outcome = Outcome(
+        "topic", "topic exchange", "routing_demo.conf.experiments.topic", "vh", sent=3
+    )
     outcome.workers = {
         "all": {"hostname": "all@h", "queues": ["arith_all"], "ran": {"add": 2, "sub": 1}},
         "addonly": {"hostname": "addonly@h", "queues": ["arith_add"], "ran": {"add": 2}},

@@ -79,7 +79,7 @@ def test_when_librabbitmq_importable_then_the_projects_app_stays_on_py_amqp(
 ) -> None:
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     app = Celery("routing_demo-transport-check", set_as_current=False)
-    app.config_from_object("conf.celeryconfig")
+    app.config_from_object("routing_demo.conf.celeryconfig")
     connection = app.connection_for_write()
     assert connection.get_transport_cls() is pyamqp.Transport
 
@@ -95,7 +95,8 @@ def test_when_config_module_loaded_with_librabbitmq_url_then_broker_transport_is
         app.config_from_object(config)
         assert app.conf.broker_transport == LIBRABBITMQ_TRANSPORT
         # Everything else is the project's configuration, unchanged.
-        assert app.conf.task_routes == importlib.import_module("conf.celeryconfig").task_routes
+        shipped = importlib.import_module("routing_demo.conf.celeryconfig")
+        assert app.conf.task_routes == shipped.task_routes
     finally:
         monkeypatch.delenv("CELERY_BROKER_URL")
         importlib.reload(config)

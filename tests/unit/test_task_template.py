@@ -22,7 +22,7 @@ ADD = "routing_demo.tasks.add"
 @pytest.fixture
 def app() -> Iterator[Celery]:
     app = Celery("template-test", set_as_current=False)
-    app.config_from_object("conf.celeryconfig")
+    app.config_from_object("routing_demo.conf.celeryconfig")
     yield app
     app.close()
 

@@ -13,7 +13,7 @@ from celery import Celery, states, uuid
 from celery.contrib.testing.mocks import TaskMessage
 from kombu import Connection
 
-from conf import celeryconfig
+from routing_demo.conf import celeryconfig
 from routing_demo.events import (
     EVENT_CONNECTION_NAME,
     EventDispatcher,
