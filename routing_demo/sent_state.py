@@ -49,7 +49,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
@@ -276,7 +276,7 @@ def install(app: Celery) -> None:
             "name": sender,
             "exchange": exchange,
             "routing_key": routing_key,
-            "date_sent": datetime.now(timezone.utc).isoformat(),
+            "date_sent": datetime.now(UTC).isoformat(),
         }
         writer = writer_for(backend)
         key, value = backend.get_key_for_task(task_id), backend.encode(meta)

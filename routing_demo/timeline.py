@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -144,7 +144,7 @@ class Change:
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -157,7 +157,7 @@ def _parse_time(value: Any) -> datetime | None:
             moment = datetime.fromisoformat(str(value))
         except ValueError:
             return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def change_from_event(event: Mapping[str, Any]) -> Change | None:
@@ -174,7 +174,7 @@ def change_from_event(event: Mapping[str, Any]) -> Change | None:
     return Change(
         task_id=event["uuid"],
         state=state,
-        time=None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc),
+        time=None if timestamp is None else datetime.fromtimestamp(timestamp, UTC),
         source="event",
         worker=event.get("hostname") if state != SENT else None,
         queue=event.get("queue"),

@@ -3,7 +3,7 @@ knows about an id."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -318,7 +318,7 @@ def send_recorded(
         if (headers or {}).get("id") == task_id:
             published.update(exchange=getattr(exchange, "name", exchange), routing_key=routing_key)
 
-    sent_at = datetime.now(timezone.utc)
+    sent_at = datetime.now(UTC)
     after_task_publish.connect(record, weak=False)
     try:
         app.tasks[name].apply_async(args, kwargs, **options)

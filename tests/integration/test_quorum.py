@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -107,7 +107,7 @@ def test_when_a_countdown_is_under_a_second_on_quorum_then_the_task_runs_after_i
     try:
         with running(workers, client):
             add = client.tasks[add_task.name]  # the project's add, bound to the client
-            sent_at = datetime.now(timezone.utc)
+            sent_at = datetime.now(UTC)
             result = add.apply_async((2, 3), countdown=0.3)
             assert result.get(timeout=30) == 5
             assert result.worker == workers.nodes[0].hostname
