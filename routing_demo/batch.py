@@ -193,6 +193,11 @@ def pipelined(app: Celery) -> Iterator[Batch]:
     token = _active.set(batch)
     try:
         yield batch
+    except BatchPublishFailed:
+        # The batch itself failed: its messages are accounted for already.
+        _active.reset(token)
+        batch.abandon()
+        raise
     except BaseException as error:
         _active.reset(token)
         # The caller's error wins; what was sent is still waited for, so

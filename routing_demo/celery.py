@@ -18,9 +18,10 @@ from kombu.exceptions import OperationalError
 
 from .backends import RPCBackend
 from .batch import active_batch, batch_producer
-from .publish import BoundedPublish, PublishFailed
+from .publish import BoundedPublish, BrokerBlocked, PublishFailed
 from .quorum import round_up_short_delay
 from .sent_state import install as record_sent_state
+from .transports.pyamqp import send_deadline
 
 __all__ = ["DEFAULT_CONFIG_MODULE", "RoutingDemoCelery", "app"]
 
@@ -92,15 +93,19 @@ class RoutingDemoCelery(Celery):
             )
         publish = BoundedPublish(self, name)
         token = _sending_one.set(True)
+        deadline = send_deadline.set(publish.deadline if publish.total else None)
         try:
             return super().send_task(
                 name, args, kwargs, countdown=countdown, eta=eta, **publish.options(options)
             )
+        except BrokerBlocked as exc:
+            raise exc.for_task(name) from exc
         except PublishFailed:
             raise
         except OperationalError as exc:
             raise publish.failure(exc) from exc
         finally:
+            send_deadline.reset(deadline)
             _sending_one.reset(token)
 
 

@@ -27,7 +27,6 @@ once, never at most once.
 
 from __future__ import annotations
 
-import select
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,11 +38,15 @@ from kombu import Connection
 from kombu.exceptions import OperationalError
 
 from .publish import PublishFailed, explain
+from .transports.pyamqp import BLOCKED_WAIT, frames_waiting
 
 __all__ = ["BatchPublishFailed", "ConfirmWindow", "Outstanding"]
 
 #: Unconfirmed messages allowed on the channel before a publish waits.
 DEFAULT_WINDOW = 1000
+#: Longest single wait on a blocked connection: the deadline is looked at
+#: after each.
+_BLOCKED_POLL = 1.0
 
 
 class BatchPublishFailed(PublishFailed):
@@ -188,9 +191,11 @@ class ConfirmWindow:
         # one: the caller learns of this message's confirm (``on_confirmed``)
         # only once it has returned from this call.
         if self._readable():
-            self._wait_some(timeout=self.confirm_timeout)
-        while len(self.unconfirmed) >= self.window:
-            self._wait_some(timeout=self.confirm_timeout)
+            self._wait_some(timeout=self.confirm_timeout, held=item)
+        # Nothing is written to a connection RabbitMQ blocks (a resource
+        # alarm): it would sit unread in the socket's buffers.
+        while self._blocked_reason() is not None or len(self.unconfirmed) >= self.window:
+            self._wait_some(timeout=self.confirm_timeout, held=item)
         self._send([item])
 
     def _send(self, items: list[Outstanding]) -> None:
@@ -236,23 +241,48 @@ class ConfirmWindow:
 
     def _readable(self) -> bool:
         """Whether confirms (or other frames) wait to be read, without blocking."""
-        transport = self._channel.connection.transport
-        if getattr(transport, "_read_buffer", b""):
-            return True
-        sock = transport.sock
-        pending = getattr(sock, "pending", None)
-        if pending is not None and pending():
-            return True
-        return bool(select.select([sock], [], [], 0)[0])
+        return frames_waiting(self._channel.connection)
 
-    def _wait_some(self, timeout: float | None) -> None:
+    def _blocked_reason(self) -> str | None:
+        """Why RabbitMQ blocks the window's connection, if it does."""
+        return getattr(self._channel.connection, "blocked_reason", None)
+
+    def _wait_some(self, timeout: float | None, held: Outstanding | None = None) -> None:
         """Read frames until at least one arrives (confirms are dispatched
         to ``_on_ack``/``_on_nack``); a confirm wait past ``timeout`` or a
-        lost connection recovers the channel."""
+        lost connection recovers the channel.
+
+        A connection RabbitMQ blocks is not recovered (a new one would be
+        blocked too, and a republished copy stored twice once the alarm
+        clears): the wait goes on until the deadline, where the connection
+        is reset so that the unconfirmed messages are never stored, and the
+        batch fails naming them and ``held`` (not written yet).
+        """
+        connection = self._channel.connection
+        blocked = self._blocked_reason() is not None
         try:
-            self._channel.connection.drain_events(timeout=timeout)
-        except self._connection_errors() as exc:  # TimeoutError included
+            connection.drain_events(
+                timeout=min(timeout or _BLOCKED_POLL, _BLOCKED_POLL) if blocked else timeout
+            )
+        except TimeoutError as exc:
+            if self._blocked_reason() is None:
+                self._recover(exc)
+            else:
+                self._check_blocked_deadline(held)
+        except self._connection_errors() as exc:
             self._recover(exc)
+
+    def _check_blocked_deadline(self, held: Outstanding | None) -> None:
+        remaining = self._remaining()
+        since = getattr(self._channel.connection, "blocked_since", None) or time.monotonic()
+        if remaining is None:
+            remaining = BLOCKED_WAIT - (time.monotonic() - since)
+        if remaining > 0:
+            return
+        connection = self._channel.connection
+        error = connection.discard_unread()
+        self.errors.append(error)
+        self._fail("none of them is stored", held=held)
 
     def wait_confirmed(self) -> None:
         """Return once every message published so far is confirmed."""
@@ -317,8 +347,11 @@ class ConfirmWindow:
         if remaining is not None and remaining <= 0:
             self._fail(f"RabbitMQ confirmed none of them for {self.timeout:g}s (publish_timeout)")
 
-    def _fail(self, why: str) -> None:
-        items = sorted([*self.unconfirmed.values(), *self.nacked], key=lambda item: item.sequence)
+    def _fail(self, why: str, held: Outstanding | None = None) -> None:
+        items = sorted(
+            [*self.unconfirmed.values(), *self.nacked, *([held] if held else [])],
+            key=lambda item: item.sequence,
+        )
         ids = [item.task_id for item in items]
         shown = ", ".join(str(task_id) for task_id in ids[:10])
         more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""

@@ -25,7 +25,7 @@ from amqp.exceptions import MessageNacked
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-__all__ = ["BoundedPublish", "PublishFailed", "PublishTimeout", "explain"]
+__all__ = ["BoundedPublish", "BrokerBlocked", "PublishFailed", "PublishTimeout", "explain"]
 
 
 class PublishFailed(OperationalError):
@@ -35,6 +35,36 @@ class PublishFailed(OperationalError):
 
 class PublishTimeout(PublishFailed):
     """The publish, retries included, outlasted ``publish_timeout``."""
+
+
+class BrokerBlocked(PublishFailed):
+    """RabbitMQ blocked publishing (a memory or disk alarm) past the send's
+    deadline, and the message was not stored: nothing was written, or what
+    was written was discarded unread (``routing_demo.transports.pyamqp``).
+    Sending it again later is safe."""
+
+    def __init__(
+        self, reason: str, blocked_for: float, *, written: bool, task: str | None = None
+    ) -> None:
+        self.reason = reason
+        self.blocked_for = blocked_for
+        self.written = written
+        self.task = task
+        what = (
+            "the message written before the block was discarded unread (connection reset)"
+            if written
+            else "nothing was written"
+        )
+        super().__init__(
+            f"{task or 'message'} not sent: RabbitMQ is blocking publishers "
+            f"({reason}: a resource alarm) and has been for {blocked_for:.1f}s, "
+            "past the send's deadline (publish_timeout); "
+            f"{what}. Workers keep consuming; publishing resumes when the alarm clears"
+        )
+
+    def for_task(self, task: str) -> BrokerBlocked:
+        """The same error, naming the task that was not sent."""
+        return BrokerBlocked(self.reason, self.blocked_for, written=self.written, task=task)
 
 
 class BoundedPublish:
@@ -88,6 +118,9 @@ def explain(errors: list[BaseException], last: BaseException, confirm_timeout: f
     """What the broker did, read from the errors a publish met (``last`` and
     its cause included): refused, silent, or out of reach."""
     seen = [*errors, last, getattr(last, "__cause__", None)]
+    blocked = [error for error in seen if isinstance(error, BrokerBlocked)]
+    if blocked:
+        return str(blocked[-1])
     if any(isinstance(error, MessageNacked) for error in seen):
         return (
             "RabbitMQ refused the message (basic.nack): a quorum queue without a "

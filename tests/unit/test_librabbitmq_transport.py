@@ -22,9 +22,11 @@ from kombu.transport import pyamqp
 import routing_demo.transports
 from routing_demo.transports import (
     LIBRABBITMQ_TRANSPORT,
+    PYAMQP_TLS_TRANSPORT,
     PYAMQP_TRANSPORT,
     broker_transport_for,
 )
+from routing_demo.transports import pyamqp as blocked_aware
 
 LIBRABBITMQ_URL = "librabbitmq://guest:guest@127.0.0.1:5672/some-vhost"
 
@@ -46,7 +48,7 @@ def librabbitmq_importable(monkeypatch: pytest.MonkeyPatch) -> None:
         ("AMQP://localhost//", PYAMQP_TRANSPORT),
         ("pyamqp://guest:guest@localhost:5672//", PYAMQP_TRANSPORT),
         ("amqp://a//;librabbitmq://b//", PYAMQP_TRANSPORT),
-        ("amqps://localhost:5671//", None),
+        ("amqps://localhost:5671//", PYAMQP_TLS_TRANSPORT),
         ("redis://localhost:6379/0", None),
         ("memory://", None),
         ("localhost", None),
@@ -71,7 +73,9 @@ def test_when_librabbitmq_importable_then_pyamqp_and_amqp_stay_on_py_amqp(
     librabbitmq_importable: None, url: str
 ) -> None:
     connection = Connection(url, transport=broker_transport_for(url))
-    assert connection.get_transport_cls() is pyamqp.Transport
+    transport = connection.get_transport_cls()
+    assert transport is blocked_aware.Transport
+    assert issubclass(transport, pyamqp.Transport)
 
 
 def test_when_librabbitmq_importable_then_the_projects_app_stays_on_py_amqp(
@@ -81,7 +85,7 @@ def test_when_librabbitmq_importable_then_the_projects_app_stays_on_py_amqp(
     app = Celery("routing_demo-transport-check", set_as_current=False)
     app.config_from_object("routing_demo.conf.celeryconfig")
     connection = app.connection_for_write()
-    assert connection.get_transport_cls() is pyamqp.Transport
+    assert connection.get_transport_cls() is blocked_aware.Transport
 
 
 def test_when_config_module_loaded_with_librabbitmq_url_then_broker_transport_is_the_adapter(
