@@ -19,7 +19,6 @@ from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
 from routing_demo.testing.services import require_executable
 
 ROOT = Path(__file__).resolve().parents[2]
-RABBITMQCTL = str(Path(RABBITMQ_SERVER).with_name("rabbitmqctl"))
 
 #: Variables of the caller's environment that would change what the commands
 #: under test connect to or load.
@@ -48,19 +47,7 @@ def private_node(
 
 def rabbitmqctl(node: PrivateRabbitMQNode, *args: str) -> Any:
     """``rabbitmqctl`` against ``node`` (its own Erlang cookie), JSON output."""
-    done = subprocess.run(
-        [RABBITMQCTL, "-n", node.nodename, "-q", *args, "--formatter", "json"],
-        env={
-            **os.environ,
-            "HOME": str(node.base_dir / "home"),
-            "RABBITMQ_CONF_ENV_FILE": str(node.base_dir / "rabbitmq-env.conf"),
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(done.stdout)
+    return json.loads(node.ctl(*args, "--formatter", "json"))
 
 
 @dataclass
