@@ -115,6 +115,8 @@ app = RoutingDemoCelery(
     "routing_demo", events="routing_demo.events:Events", task_cls="routing_demo.events:Task"
 )
 app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", DEFAULT_CONFIG_MODULE))
+#: Workers log when RabbitMQ blocks publishers, once per alarm (``routing_demo.alarms``).
+app.steps["worker"].add("routing_demo.alarms:WatchAlarms")
 #: Publishing records SENT (Redis backend only), so that a task waiting in its
 #: queue no longer reads like an unknown or expired id (both are PENDING).
 record_sent_state(app)

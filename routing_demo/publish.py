@@ -58,7 +58,7 @@ class BrokerBlocked(PublishFailed):
         super().__init__(
             f"{task or 'message'} not sent: RabbitMQ is blocking publishers "
             f"({reason}: a resource alarm) and has been for {blocked_for:.1f}s, "
-            "past the send's deadline (publish_timeout); "
+            "past the send's deadline; "
             f"{what}. Workers keep consuming; publishing resumes when the alarm clears"
         )
 

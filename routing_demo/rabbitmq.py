@@ -79,6 +79,17 @@ class ManagementAPI:
         run). Needs a user tagged ``monitoring`` or ``administrator``."""
         return self._call("GET", "nodes", params={"columns": "name,running,partitions"})
 
+    def alarms(self) -> list[dict[str, str]]:
+        """The resource alarms in effect in the cluster now (``node``,
+        ``resource``: ``memory`` or ``disk space``), read live (node
+        statistics lag seconds behind). RabbitMQ answers 503 while there are
+        any."""
+        url = f"{self.base_url}/health/checks/alarms"
+        response = self.session.get(url, timeout=self.timeout)
+        if response.status_code != 503:
+            response.raise_for_status()
+        return list(response.json().get("alarms") or [])
+
     def create_vhost(self, vhost: str, *, user: str = "guest") -> None:
         """Create ``vhost`` and give ``user`` full rights on it."""
         self._call("PUT", "vhosts", vhost)

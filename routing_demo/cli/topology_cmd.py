@@ -9,6 +9,7 @@ from typing import Any
 import click
 import requests
 
+from ..alarms import broker_alarms
 from ._common import (
     EXIT_FAILED,
     EXIT_MISMATCH,
@@ -38,7 +39,7 @@ from .definitions import (
 )
 from .explain import RouteExplanation, explain_route
 from .model import DECLARED, LIVE, Topology, Workers, read_topology, read_workers
-from .verify import quorum_problems, verify_topology
+from .verify import alarm_problems, quorum_problems, verify_topology
 
 __all__ = ["definitions", "explain", "permissions", "topology", "verify"]
 
@@ -286,8 +287,10 @@ def verify(
     consumes, and consumed queues no route feeds. On a cluster or with quorum
     queues it also lists the nodes (which run) and each quorum queue's leader
     and online members: a member down is a warning, a queue with fewer
-    members online than a majority is an error. Exits 3 on any mismatch or
-    queue below quorum, 4 when the management API cannot be asked.
+    members online than a majority is an error, and so is a resource alarm
+    (memory, disk) on any node, which blocks every publisher. Exits 3 on any
+    mismatch, queue below quorum or alarm, 4 when the management API cannot
+    be asked.
 
     \b
     Examples:
@@ -316,18 +319,19 @@ def verify(
             model, api, vhost, check_consumers=not skip_consumers, live_counts=live
         )
         health = read_cluster_health(api, vhost, model.queues)
+        alarms = broker_alarms(api)
     except requests.RequestException as exc:
         click.echo(f"cannot ask the management API at {api.base_url}: {exc}", err=True)
         ctx.exit(EXIT_UNKNOWN)
     except OSError as exc:
         click.echo(f"cannot reach the broker: {exc}", err=True)
         ctx.exit(EXIT_UNKNOWN)
-    below_quorum = quorum_problems(health)
+    broker_problems = [*quorum_problems(health), *alarm_problems(alarms)]
     if as_json:
         document = {
             "vhost": vhost,
-            "ok": not (problems or below_quorum),
-            "problems": [p.as_dict() for p in [*problems, *below_quorum]],
+            "ok": not (problems or broker_problems),
+            "problems": [p.as_dict() for p in [*problems, *broker_problems]],
         }
         if health.shown:
             document.update(cluster=health.as_dict(), warnings=health.warnings())
@@ -350,9 +354,10 @@ def verify(
             click.echo(line)
         for warning in health.warnings():
             click.echo(f"warning: {warning}")
-        for problem in below_quorum:
+    if not as_json:
+        for problem in broker_problems:
             click.echo(f"error: {problem}")
-    if problems or below_quorum:
+    if problems or broker_problems:
         ctx.exit(EXIT_MISMATCH)
 
 

@@ -16,18 +16,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..alarms import Alarm
 from ..rabbitmq import ManagementAPI
 from .cluster_health import ClusterHealth
 from .model import Topology
 
-__all__ = ["Problem", "quorum_problems", "verify_topology"]
+__all__ = ["Problem", "alarm_problems", "quorum_problems", "verify_topology"]
 
 
 @dataclass(frozen=True)
 class Problem:
     #: missing-exchange, exchange-mismatch, exchange-argument-mismatch,
     #: missing-queue, queue-mismatch, argument-mismatch, missing-binding,
-    #: extra-binding, unconsumed-queue, unrouted-consumed-queue, below-quorum
+    #: extra-binding, unconsumed-queue, unrouted-consumed-queue, below-quorum,
+    #: resource-alarm
     kind: str
     subject: str
     detail: str
@@ -183,3 +185,9 @@ def quorum_problems(health: ClusterHealth) -> list[Problem]:
         )
         for queue in health.below_quorum
     ]
+
+
+def alarm_problems(alarms: list[Alarm]) -> list[Problem]:
+    """A ``resource-alarm`` problem for each alarm a broker node reports:
+    the topology may match, but no publisher gets a message in."""
+    return [Problem("resource-alarm", alarm.node, str(alarm)) for alarm in alarms]

@@ -10,6 +10,8 @@ from typing import Any
 import click
 import requests
 
+from ..alarms import Alarm, broker_alarms
+from ..transports.pyamqp import sending_within
 from ..workers import SELECTIONS_SETTING, WorkerGroup, WorkerNode, worker_nodes
 from ._common import (
     EXIT_FAILED,
@@ -326,8 +328,10 @@ def workers_status(
     """Each node: its process, the queues it consumes (inspect active_queues),
     and each queue's depth and consumers from the broker. On a cluster or
     with quorum queues, also the broker's nodes (which run) and each quorum
-    queue's leader and online members. Exits 1 unless every node runs and
-    answers and every quorum queue keeps a majority of its members online.
+    queue's leader and online members. Any resource alarm (memory, disk) that
+    has RabbitMQ block publishers is shown as an error. Exits 1 unless every node runs and
+    answers, every quorum queue keeps a majority of its members online and
+    no alarm is active.
 
     The nodes are the app's routes_worker_selections; an app without them is
     shown the workers that answer (exit 1 when none does).
@@ -344,23 +348,31 @@ def workers_status(
     running = group.running()
     # Without declared nodes every worker that answers is shown.
     hostnames = [node.hostname for node in group.nodes] if declared else None
-    try:
-        replies = app.control.inspect(destination=hostnames, timeout=timeout).active_queues() or {}
-        vhost = broker_vhost(app)
-    except broker_errors(app) as exc:
-        click.echo(
-            f"cannot ask the workers: the broker refused or cannot be reached: {exc}", err=True
-        )
-        ctx.exit(EXIT_FAILED)
+    vhost = broker_vhost(app)
     api = management_api(app, management_url)
     broker_queues: dict[str, dict[str, Any]] = {}
     broker_error = None
     health = ClusterHealth(nodes=(), quorum_queues=())
+    alarms: list[Alarm] = []
     try:
         broker_queues = {queue["name"]: queue for queue in api.queues(vhost)}
         health = read_cluster_health(api, vhost, read_topology(app).queues)
+        alarms = broker_alarms(api)
     except requests.RequestException as exc:
         broker_error = f"management API unavailable at {api.base_url}: {exc}"
+    try:
+        # A broker that blocks publishers (an alarm) holds the broadcast:
+        # give up with the replies' own timeout, not a send's.
+        with sending_within(timeout):
+            inspect = app.control.inspect(destination=hostnames, timeout=timeout)
+            replies = inspect.active_queues() or {}
+    except broker_errors(app) as exc:
+        click.echo(
+            f"cannot ask the workers: the broker refused or cannot be reached: {exc}", err=True
+        )
+        for alarm in alarms:
+            click.echo(f"error: {alarm}", err=True)
+        ctx.exit(EXIT_FAILED)
 
     # (node name, selection, pid, process running) per node shown.
     shown: list[tuple[str, str, int | None, bool]] = [
@@ -413,6 +425,7 @@ def workers_status(
         )
     healthy = (
         bool(nodes)
+        and not alarms
         and not health.below_quorum
         and all(node["running"] and node["answering"] for node in nodes)
     )
@@ -422,6 +435,7 @@ def workers_status(
             "healthy": healthy,
             "nodes": nodes,
             "broker_error": broker_error,
+            "alarms": [alarm.as_dict() for alarm in alarms],
             "workers": {"source": workers.source, "description": workers.describe()},
         }
         if health.shown:
@@ -448,6 +462,8 @@ def workers_status(
                 click.echo(f"warning: {warning}")
             for queue in health.below_quorum:
                 click.echo(f"error: quorum queue {queue.name} is below quorum")
+        for alarm in alarms:
+            click.echo(f"error: {alarm}")
         if broker_error:
             click.echo(broker_error, err=True)
     if not healthy:

@@ -39,6 +39,8 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import amqp
@@ -56,6 +58,7 @@ __all__ = [
     "Transport",
     "frames_waiting",
     "send_deadline",
+    "sending_within",
 ]
 
 #: Seconds a confirmed publish waits on a blocked connection when no send
@@ -67,6 +70,18 @@ BLOCKED_WAIT = 60.0
 send_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "routing_demo_send_deadline", default=None
 )
+
+
+@contextmanager
+def sending_within(seconds: float) -> Iterator[None]:
+    """Confirmed publishes in the block give up on a blocked broker after
+    ``seconds`` (a command's own timeout, rather than ``BLOCKED_WAIT``)."""
+    token = send_deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        send_deadline.reset(token)
+
 
 #: Longest single wait on the socket while blocked: the alarm state and the
 #: deadline are looked at again after each.
