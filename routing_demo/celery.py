@@ -18,7 +18,7 @@ from kombu.exceptions import OperationalError
 
 from .backends import RPCBackend
 from .batch import active_batch, batch_producer
-from .publish import BoundedPublish, BrokerBlocked, PublishFailed
+from .publish import BoundedPublish, BrokerBlocked, PublishFailed, refusing_queue
 from .quorum import round_up_short_delay
 from .sent_state import install as record_sent_state
 from .transports.pyamqp import send_deadline
@@ -103,7 +103,10 @@ class RoutingDemoCelery(Celery):
         except PublishFailed:
             raise
         except OperationalError as exc:
-            raise publish.failure(exc) from exc
+            refused_by = (
+                refusing_queue(self, name, args, kwargs, options) if publish.refused(exc) else None
+            )
+            raise publish.failure(exc, refused_by) from exc
         finally:
             send_deadline.reset(deadline)
             _sending_one.reset(token)

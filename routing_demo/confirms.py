@@ -298,7 +298,12 @@ class ConfirmWindow:
         max_retries = self.retry_policy.get("max_retries")
         if max_retries is not None and worst > max_retries:
             self.nacked = items
-            self._fail(f"RabbitMQ refused {len(items)} of them {worst} times")
+            destinations = sorted({f"{item.exchange}/{item.routing_key}" for item in items})
+            self._fail(
+                f"RabbitMQ refused {len(items)} of them {worst} times, sent to "
+                f"{', '.join(destinations)} (exchange/routing key; a full queue with "
+                "x-overflow reject-publish refuses until its workers make room)"
+            )
         self._pause(self._interval(worst - 1))
         self._send(items)
 

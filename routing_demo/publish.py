@@ -25,7 +25,16 @@ from amqp.exceptions import MessageNacked
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-__all__ = ["BoundedPublish", "BrokerBlocked", "PublishFailed", "PublishTimeout", "explain"]
+from .rabbitmq import queue_counts
+
+__all__ = [
+    "BoundedPublish",
+    "BrokerBlocked",
+    "PublishFailed",
+    "PublishTimeout",
+    "explain",
+    "refusing_queue",
+]
 
 
 class PublishFailed(OperationalError):
@@ -109,9 +118,45 @@ class BoundedPublish:
         """What the broker did, from every error the attempts met."""
         return explain(self.errors, last, self.confirm_timeout)
 
-    def failure(self, exc: OperationalError) -> PublishFailed:
-        """The error the sender gets for a publish kombu gave up on."""
-        return PublishFailed(f"publishing {self.name} failed: {self.explain(exc)}")
+    def failure(self, exc: OperationalError, refused_by: str | None = None) -> PublishFailed:
+        """The error the sender gets for a publish kombu gave up on;
+        ``refused_by`` describes the queue that refused it (``refusing_queue``)."""
+        why = self.explain(exc)
+        if refused_by:
+            why = f"{why}. {refused_by}"
+        return PublishFailed(f"publishing {self.name} failed: {why}")
+
+    def refused(self, exc: BaseException) -> bool:
+        """Whether RabbitMQ refused the message (``basic.nack``)."""
+        seen = [*self.errors, exc, exc.__cause__]
+        return any(isinstance(error, MessageNacked) for error in seen)
+
+
+def refusing_queue(
+    app: Celery, name: str, args: Any, kwargs: Any, options: dict[str, Any]
+) -> str | None:
+    """The queue a refused task was routed to, as the broker has it now: its
+    length, and its cap when the queue declares one (``x-max-length`` with
+    ``x-overflow: reject-publish``); ``None`` when it cannot be told."""
+    try:
+        queue = app.amqp.router.route(dict(options), name, args, kwargs)["queue"]
+    except Exception:  # routing failed before the send could; nothing to add
+        return None
+    cap = (queue.queue_arguments or {}).get("x-max-length")
+    try:
+        with app.connection_for_write() as connection:
+            ready, _ = queue_counts(connection, queue.name)
+    except Exception:
+        ready = None
+    held = f"holds {ready} messages" if ready is not None else "could not be counted"
+    if cap is None:
+        return f"The task was routed to queue {queue.name!r}, which {held}"
+    state = "it is full" if ready is not None and ready >= cap else "it may have been full"
+    return (
+        f"Queue {queue.name!r} {held}, at most {cap} (x-max-length, x-overflow "
+        f"reject-publish): {state}. The task was not stored and nothing in the "
+        "queue was dropped; send it again once the workers have made room"
+    )
 
 
 def explain(errors: list[BaseException], last: BaseException, confirm_timeout: float | None) -> str:

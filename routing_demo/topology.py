@@ -16,6 +16,7 @@ from kombu import Exchange, Queue
 
 __all__ = [
     "QUEUES",
+    "QUEUE_MAX_LENGTH_ENV",
     "QUEUE_TYPES",
     "QUEUE_TYPE_ENV",
     "QUORUM_DELIVERY_LIMIT",
@@ -29,6 +30,7 @@ __all__ = [
     "dead_letter_queue",
     "default_queue",
     "durable_queue_arguments",
+    "queue_max_length_from_env",
     "queue_type_from_env",
     "quorum_delivery_limit_from_env",
     "routed_queue_names",
@@ -90,6 +92,23 @@ QUORUM_DELIVERY_LIMIT_ENV = "ROUTING_DEMO_QUORUM_DELIVERY_LIMIT"
 QUORUM_DELIVERY_LIMIT = 20
 
 
+#: Environment variable capping each task queue's length: unset means no
+#: cap. Every process that declares the queues must agree: RabbitMQ refuses a
+#: redeclaration with other arguments (a policy avoids that: docs/reliability.md).
+QUEUE_MAX_LENGTH_ENV = "ROUTING_DEMO_QUEUE_MAX_LENGTH"
+
+
+def queue_max_length_from_env() -> int | None:
+    """The cap ``ROUTING_DEMO_QUEUE_MAX_LENGTH`` names, or ``None``;
+    ``ValueError`` unless a positive integer."""
+    raw = os.environ.get(QUEUE_MAX_LENGTH_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{QUEUE_MAX_LENGTH_ENV}={raw!r}: give a positive integer")
+    return int(raw)
+
+
 def queue_type_from_env() -> str:
     """The queue type ``ROUTING_DEMO_QUEUE_TYPE`` names (default ``classic``).
 
@@ -118,7 +137,11 @@ def quorum_delivery_limit_from_env() -> int:
 
 
 def durable_queue_arguments(
-    queue_type: str, *, dead_letter: bool, delivery_limit: int | None = None
+    queue_type: str,
+    *,
+    dead_letter: bool,
+    delivery_limit: int | None = None,
+    max_length: int | None = None,
 ) -> dict[str, object]:
     """The ``x-…`` arguments of a durable queue of ``queue_type``.
 
@@ -129,10 +152,18 @@ def durable_queue_arguments(
     which needs ``x-overflow: reject-publish`` (a full queue refuses publishes
     instead of dropping its oldest message). ``delivery_limit`` ``None``
     means ``ROUTING_DEMO_QUORUM_DELIVERY_LIMIT`` or its default.
+
+    ``max_length`` caps a task queue at that many messages, with
+    ``x-overflow: reject-publish``: a publish to a full queue is refused
+    (``basic.nack``) and the sender told, where RabbitMQ's default overflow
+    would silently drop the queue's oldest message.
     """
     arguments: dict[str, object] = {}
     if dead_letter:
         arguments["x-dead-letter-exchange"] = dead_letter_exchange.name
+        if max_length is not None:
+            arguments["x-max-length"] = max_length
+            arguments["x-overflow"] = "reject-publish"
     if queue_type == "quorum":
         arguments["x-queue-type"] = "quorum"
         if dead_letter:
@@ -176,13 +207,15 @@ class Queues:
         return (self.dead_letter, self.unroutable)
 
 
-def build_queues(queue_type: str, *, delivery_limit: int | None = None) -> Queues:
+def build_queues(
+    queue_type: str, *, delivery_limit: int | None = None, max_length: int | None = None
+) -> Queues:
     """The topology's queues as ``queue_type`` queues (``classic`` or ``quorum``);
-    ``delivery_limit`` as in ``durable_queue_arguments``."""
+    ``delivery_limit`` and ``max_length`` as in ``durable_queue_arguments``."""
     if queue_type not in QUEUE_TYPES:
         raise ValueError(f"queue type {queue_type!r}: choose one of {', '.join(QUEUE_TYPES)}")
     task_arguments = durable_queue_arguments(
-        queue_type, dead_letter=True, delivery_limit=delivery_limit
+        queue_type, dead_letter=True, delivery_limit=delivery_limit, max_length=max_length
     )
     holding_arguments = durable_queue_arguments(queue_type, dead_letter=False) or None
 
@@ -206,7 +239,7 @@ def build_queues(queue_type: str, *, delivery_limit: int | None = None) -> Queue
 
 
 #: The queues of the type ``ROUTING_DEMO_QUEUE_TYPE`` names, for this process.
-QUEUES = build_queues(queue_type_from_env())
+QUEUES = build_queues(queue_type_from_env(), max_length=queue_max_length_from_env())
 add_queue = QUEUES.add
 sub_queue = QUEUES.sub
 default_queue = QUEUES.default

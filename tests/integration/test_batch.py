@@ -113,6 +113,7 @@ def test_when_a_queue_refuses_part_of_a_batch_then_the_error_names_the_rest(
         assert refused.value.confirmed == 5
         assert len(refused.value.task_ids) == 15
         assert not {message.headers["id"] for message in stored} & set(refused.value.task_ids)
+        assert f"{task_exchange.name}/{name}" in str(refused.value)
     finally:
         with stack.connection() as connection:
             full(connection.default_channel).delete()
