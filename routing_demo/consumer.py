@@ -20,7 +20,10 @@ both holding queues when it connects.
 Two more changes keep the worker fit for quorum queues and RabbitMQ 4.3:
 on quorum queues it declares every task queue before Celery's native
 delayed delivery binds them all (celery#9699), and it never asks for
-*global* QoS (RabbitMQ 4.3 denies it): see the steps below.
+*global* QoS (RabbitMQ 4.3 denies it): see the steps below. And it never
+publishes on its consuming connection (the start-up sync included): RabbitMQ
+blocks a connection that publishes during a resource alarm, and a blocked
+connection is not read, acks and all.
 """
 
 from __future__ import annotations
@@ -34,22 +37,31 @@ from celery.utils.quorum_queues import detect_quorum_queues
 from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.consumer.control import Control as CeleryControl
 from celery.worker.consumer.delayed_delivery import DelayedDelivery as CeleryDelayedDelivery
+from celery.worker.consumer.gossip import Gossip as CeleryGossip
+from celery.worker.consumer.mingle import Mingle as CeleryMingle
 from celery.worker.consumer.tasks import Tasks as CeleryTasks
 from kombu.common import Broadcast
 from kombu.message import Message
 from kombu.utils.encoding import safe_repr
 
+from .publish import BrokerBlocked
 from .topology import dead_letter_queue, unroutable_queue
+from .transports.pyamqp import sending_within
 
 __all__ = [
     "Consumer",
     "Control",
     "DeclareQueues",
     "DelayedDelivery",
+    "Gossip",
+    "Mingle",
     "PerConsumerPrefetchTasks",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds the start-up ``hello`` may wait on a broker that blocks publishers.
+HELLO_TIMEOUT = 2.0
 
 
 class DeclareQueues(bootsteps.StartStopStep):
@@ -84,6 +96,31 @@ class DeclareQueues(bootsteps.StartStopStep):
             queue(channel).declare()
 
 
+class Mingle(CeleryMingle):
+    """Celery's start-up sync with the other workers, sent on a connection of
+    its own rather than on the worker's consuming connection.
+
+    RabbitMQ blocks a connection that publishes during a resource alarm and
+    stops reading it: had the ``hello`` broadcast gone out on the consuming
+    connection, the worker's ``basic.consume`` and acks would go unread too,
+    and a worker started during an alarm would never consume, when consuming
+    is what clears a memory alarm. On its own connection the hello is given
+    up after ``HELLO_TIMEOUT`` seconds if the broker blocks it.
+    """
+
+    def send_hello(self, c: CeleryConsumer) -> dict[str, object]:
+        inspect = c.app.control.inspect(timeout=1.0)
+        our_revoked = list(c.controller.state.revoked)
+        try:
+            with sending_within(HELLO_TIMEOUT):
+                replies = inspect.hello(c.hostname, our_revoked) or {}
+        except BrokerBlocked as exc:
+            logger.warning("mingle: skipped, no sync with other workers: %s", exc)
+            return {}
+        replies.pop(c.hostname, None)  # our own answer
+        return replies
+
+
 class PerConsumerPrefetchTasks(CeleryTasks):
     """Celery's task consumer, with a per-consumer prefetch limit only.
 
@@ -99,11 +136,18 @@ class PerConsumerPrefetchTasks(CeleryTasks):
     worker occupy prefetch slots until they are due.
     """
 
-    #: The queues exist before anything consumes (``DeclareQueues``).
-    requires = (*CeleryTasks.requires, DeclareQueues)
+    #: The queues exist before anything consumes (``DeclareQueues``); the
+    #: start-up sync is ours (``Mingle``).
+    requires = (Mingle, DeclareQueues)
 
     def qos_global(self, c: CeleryConsumer) -> bool:
         return False
+
+
+class Gossip(CeleryGossip):
+    """Celery's gossip step, after our start-up sync step."""
+
+    requires = (Mingle,)
 
 
 class Control(CeleryControl):
@@ -121,6 +165,8 @@ class DelayedDelivery(CeleryDelayedDelivery):
 
 #: Celery's consumer steps -> ours, in Celery's order.
 _REPLACED_STEPS = {
+    "celery.worker.consumer.mingle:Mingle": f"{__name__}:Mingle",
+    "celery.worker.consumer.gossip:Gossip": f"{__name__}:Gossip",
     "celery.worker.consumer.control:Control": f"{__name__}:Control",
     "celery.worker.consumer.tasks:Tasks": f"{__name__}:PerConsumerPrefetchTasks",
     "celery.worker.consumer.delayed_delivery:DelayedDelivery": f"{__name__}:DelayedDelivery",

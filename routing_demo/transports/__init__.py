@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from kombu import connection as kombu_connection
+
 __all__ = [
     "LIBRABBITMQ_TRANSPORT",
     "PYAMQP_TLS_TRANSPORT",
@@ -44,6 +46,11 @@ LIBRABBITMQ_TRANSPORT = "routing_demo.transports.librabbitmq:Transport"
 PYAMQP_TRANSPORT = "routing_demo.transports.pyamqp:Transport"
 #: The same over TLS.
 PYAMQP_TLS_TRANSPORT = "routing_demo.transports.pyamqp:SSLTransport"
+
+# kombu shows a connection's URL ("Connected to amqp://…") with its transport's
+# alias: ours are py-amqp's, and show as py-amqp's do.
+kombu_connection.resolve_aliases.setdefault(PYAMQP_TRANSPORT, "amqp")
+kombu_connection.resolve_aliases.setdefault(PYAMQP_TLS_TRANSPORT, "amqps")
 
 #: URL scheme -> the transport that scheme must get.
 _TRANSPORT_BY_SCHEME = {
