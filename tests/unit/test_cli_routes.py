@@ -307,6 +307,11 @@ class StubManagement:
         self._nodes: list[dict[str, Any]] | Exception = [
             {"name": "rabbit@localhost", "running": True, "partitions": []}
         ]
+        #: What ``/api/health/checks/alarms`` lists: none unless a test says so.
+        self._alarms: list[dict[str, str]] = []
+
+    def alarms(self) -> list[dict[str, str]]:
+        return self._alarms
 
     def nodes(self) -> list[dict[str, Any]]:
         if isinstance(self._nodes, Exception):
@@ -431,6 +436,22 @@ def test_when_run_as_a_command_then_a_mismatch_exits_non_zero(
     document = json.loads(result.output)
     assert document["ok"] is False
     assert {p["kind"] for p in document["problems"]} == {"missing-binding"}
+
+
+def test_when_a_node_has_a_memory_alarm_then_verify_reports_it_and_exits_non_zero(
+    monkeypatch: pytest.MonkeyPatch, broker_as_declared: StubManagement
+) -> None:
+    broker_as_declared._alarms = [{"node": "rabbit@localhost", "resource": "memory"}]
+    monkeypatch.setattr(
+        "routing_demo.cli.topology_cmd.management_api", lambda app, url: broker_as_declared
+    )
+    result = invoke("verify", "--skip-consumers")
+    assert result.exit_code == EXIT_MISMATCH
+    assert "matches the declared topology" in result.output
+    assert (
+        "error: resource-alarm: rabbit@localhost: memory alarm on rabbit@localhost: "
+        "RabbitMQ blocks every publishing connection"
+    ) in result.output
 
 
 def test_when_a_value_is_json_then_arguments_are_typed() -> None:
