@@ -18,8 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from celery import Celery
 from pytest_celery import CeleryBrokerCluster, CeleryTestWorker, RabbitMQTestBroker
 
+from routing_demo.celery import RoutingDemoCelery
+from routing_demo.testing.app import config_module
 from routing_demo.testing.checks import purge_queues
 from routing_demo.testing.defaults import RABBITMQ_SERVER
 from routing_demo.testing.fixtures import (  # noqa: F401  (fixtures used by name)
@@ -79,6 +82,18 @@ def celery_broker_cluster(broker_node: PrivateRabbitMQNode) -> CeleryBrokerClust
     """pytest-celery's broker cluster on the private node. No teardown: the
     node outlives the test (the session fixture stops it)."""
     return CeleryBrokerCluster(RabbitMQTestBroker(broker_node))
+
+
+@pytest.fixture
+def shipped_app(celery_setup_config: dict) -> Iterator[Celery]:
+    """The project's app class with the test broker: its sends are bounded
+    (``publish_timeout``), and ``send_all`` and ``group`` are pipelined on
+    it, not on a plain ``Celery``."""
+    app = RoutingDemoCelery("fault-client", set_as_current=False)
+    app.config_from_object(config_module())
+    app.conf.update(celery_setup_config)
+    yield app
+    app.close()
 
 
 @pytest.fixture

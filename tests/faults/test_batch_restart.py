@@ -17,16 +17,13 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 from celery import Celery
 
 from routing_demo.batch import Batch, pipelined, send_all
-from routing_demo.celery import RoutingDemoCelery
 from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import queue_counts
-from routing_demo.testing.app import config_module
 from routing_demo.testing.ledger import Ledger
 from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
 from routing_demo.topology import add_queue, sub_queue
@@ -39,17 +36,6 @@ pytestmark = pytest.mark.integration
 BATCH = 20_000
 #: Seconds for the batch to be published (and, in the soak run, to run).
 BATCH_TIMEOUT = 300.0
-
-
-@pytest.fixture
-def shipped_app(celery_setup_config: dict) -> Iterator[Celery]:
-    """The project's app class with the test broker: ``send_all`` and
-    ``group`` are pipelined on it, not on a plain ``Celery``."""
-    app = RoutingDemoCelery("batch-restart", set_as_current=False)
-    app.config_from_object(config_module())
-    app.conf.update(celery_setup_config)
-    yield app
-    app.close()
 
 
 def send_through_restart(app: Celery, node: PrivateRabbitMQNode) -> tuple[list[str], Batch]:
