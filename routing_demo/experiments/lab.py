@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from celery import Celery
 from celery.signals import before_task_publish
@@ -46,7 +46,6 @@ __all__ = [
     "Outcome",
     "QueueCounters",
     "short",
-    "vhost_url",
     "wait_until",
 ]
 
@@ -75,12 +74,6 @@ _CELERY_ENV = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CELERY_CONFIG_MODU
 def short(task: str) -> str:
     """``routing_demo.tasks.add`` -> ``add``."""
     return task.rsplit(".", 1)[-1]
-
-
-def vhost_url(broker_url: str, vhost: str) -> str:
-    """``broker_url`` with its virtual host replaced by ``vhost``."""
-    parts = urlsplit(broker_url)
-    return urlunsplit(parts._replace(path=f"/{vhost}"))
 
 
 @dataclass(frozen=True)
@@ -434,7 +427,3 @@ class Lab:
         API and put back (``ack_requeue_true``): what the UI's "Get messages"
         shows, without consuming anything."""
         return self.management.peek(self.vhost, queue, count)
-
-
-def _quote(part: str) -> str:
-    return quote(part, safe="")

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ..rabbitmq import ManagementAPI
+from ..rabbitmq import ManagementAPI, vhost_url
 from .fixtures import (
     celery_backend,
     celery_broker,
@@ -154,7 +154,7 @@ def vhost_factory(
         vhost = f"routing_demo-test-{label}-{uuid.uuid4().hex[:8]}"
         management.create_vhost(vhost)
         created.append(vhost)
-        return f"{session_services.broker_url.rstrip('/')}/{vhost}"
+        return vhost_url(session_services.broker_url, vhost)
 
     yield make
     for vhost in created:

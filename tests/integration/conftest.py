@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from routing_demo.local_rabbitmq import LocalCluster
-from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.rabbitmq import ManagementAPI, vhost_url
 from routing_demo.topology import QUEUE_TYPE_ENV, QUEUES, build_queues
 from routing_demo.workers import WorkerGroup, worker_nodes
 
@@ -58,8 +58,7 @@ def cluster_vhost(cluster: LocalCluster, label: str) -> tuple[str, ManagementAPI
     management = ManagementAPI(cluster.management_urls[0])
     vhost = f"routing_demo-test-{label}-{uuid.uuid4().hex[:8]}"
     management.create_vhost(vhost)
-    urls = ";".join(f"{url.rstrip('/')}/{vhost}" for url in cluster.broker_urls)
-    return urls, management
+    return vhost_url(cluster.broker_url, vhost), management
 
 
 class Stacks:
