@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from celery import Celery
 from celery.signals import before_task_publish
 
+from ..celery import client_app
 from ..polling import wait_until
 from ..rabbitmq import ManagementAPI, queue_counts
 from ..workers import WorkerGroup, WorkerNode
@@ -204,9 +204,12 @@ class Lab:
         self.group: WorkerGroup | None = None
         self._env_guard = _without_celery_env()
         self._env_guard.__enter__()
-        self.client = Celery(f"routing_demo-experiment-{self.suffix}", set_as_current=False)
-        self.client.config_from_object(config_module)
-        self.client.conf.update(broker_url=broker_url, result_backend=backend_url)
+        self.client = client_app(
+            broker_url,
+            backend_url,
+            name=f"routing_demo-experiment-{self.suffix}",
+            config_module=config_module,
+        )
         #: (task, exchange, routing key) -> messages: where Celery published.
         self.published: Counter[tuple[str, str, str]] = Counter()
         before_task_publish.connect(self._on_publish, weak=False)

@@ -10,37 +10,10 @@ from celery import Celery
 from kombu import Connection
 from kombu.message import Message
 
-from routing_demo.celery import DEFAULT_CONFIG_MODULE
 from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import ManagementAPI, queue_counts
 from routing_demo.topology import QUEUES, Queues, dead_letter_queue
 from routing_demo.workers import WorkerGroup, WorkerNode
-
-
-def make_client(
-    broker_url: str,
-    backend_url: str,
-    queues: Queues = QUEUES,
-    app_cls: type[Celery] = Celery,
-    name: str = "routing_demo-client",
-) -> Celery:
-    """A client app with the project's configuration, bound to one vhost,
-    declaring ``queues`` (the workers' queue type). ``app_cls``
-    ``RoutingDemoCelery`` gives the shipped app's own sending (pipelined
-    batches, bounded publish).
-
-    A new app rather than ``routing_demo.celery_app``: that one keeps the
-    connection pool of whatever broker it first used.
-    """
-    app = app_cls(name, set_as_current=False)
-    app.config_from_object(DEFAULT_CONFIG_MODULE)
-    app.conf.update(
-        broker_url=broker_url,
-        result_backend=backend_url,
-        task_queues=queues.task_queues,
-        task_default_queue_type=queues.queue_type,
-    )
-    return app
 
 
 @dataclass

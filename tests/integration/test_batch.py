@@ -17,11 +17,11 @@ from celery import Celery, group
 from kombu import Queue
 
 from routing_demo.batch import BatchPublishFailed, pipelined, send_all
-from routing_demo.celery import RoutingDemoCelery
+from routing_demo.celery import RoutingDemoCelery, client_app
 from routing_demo.sent_state import SENT, install, writer_for
 from routing_demo.topology import task_exchange
 
-from .stack import Stack, consumers_paused, make_client
+from .stack import Stack, consumers_paused
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +33,12 @@ PER_CALL_HEADERS = {"id", "root_id", "parent_id", "group", "group_index", "argsr
 @pytest.fixture
 def shipped_client(stack: Stack) -> Iterator[Celery]:
     """The stack's vhost and backend, through the shipped app class."""
-    app = make_client(
-        stack.broker_url, stack.backend_url, stack.queues, app_cls=RoutingDemoCelery, name="batch"
+    app = client_app(
+        stack.broker_url,
+        stack.backend_url,
+        queues=stack.queues,
+        name="batch",
+        app_cls=RoutingDemoCelery,
     )
     install(app)
     yield app

@@ -26,16 +26,16 @@ import pytest
 from celery import Celery, states
 from celery.result import AsyncResult
 
+from routing_demo.celery import client_app
 from routing_demo.cli._common import EXIT_OK, EXIT_UNKNOWN
 from routing_demo.polling import pid_alive, wait_until
 from routing_demo.rabbitmq import ManagementAPI
 from routing_demo.sent_state import SENT, install
-from routing_demo.topology import add_queue
+from routing_demo.topology import QUEUES, add_queue
 from routing_demo.workers import WorkerGroup, WorkerNode, worker_nodes
 from tests.slow_tasks import SLEEP_THEN_ADD, WRITE_MARKER
 
 from .conftest import TEST_WORKER_OPTIONS
-from .stack import make_client
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +158,7 @@ def start_stack(
         env=env,
         worker_options=(*TEST_WORKER_OPTIONS, "--include=tests.slow_tasks"),
     )
-    app = make_client(broker_url, redis_url)
+    app = client_app(broker_url, redis_url, queues=QUEUES)
     install(app)
     markers = run_dir / "markers"
     markers.mkdir(parents=True)

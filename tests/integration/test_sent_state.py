@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from celery import Celery
 
+from routing_demo.celery import client_app
 from routing_demo.polling import wait_until
 from routing_demo.sent_state import SENT, SENT_ID_PREFIX, install, sent_record, writer_for
 
@@ -18,17 +19,11 @@ pytestmark = pytest.mark.integration
 ADD = "routing_demo.tasks.add"
 
 
-def make_app(name: str, broker_url: str, redis_url: str) -> Celery:
-    app = Celery(name, set_as_current=False)
-    app.config_from_object("conf.celeryconfig")
-    app.conf.update(broker_url=broker_url, result_backend=redis_url)
-    return app
-
-
 @pytest.fixture
 def apps(vhost_factory: Callable[[str], str], redis_url: str) -> Iterator[tuple[Celery, Celery]]:
     url = vhost_factory("sent-state")
-    recording, other = make_app("recording", url, redis_url), make_app("other", url, redis_url)
+    recording = client_app(url, redis_url, name="recording")
+    other = client_app(url, redis_url, name="other")
     install(recording)
     yield recording, other
     for app in (recording, other):

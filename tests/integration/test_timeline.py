@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from celery import states
 
+from routing_demo.celery import client_app
 from routing_demo.events import EVENT_CONNECTION_NAME
 from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import ManagementAPI
@@ -33,7 +34,7 @@ from routing_demo.topology import QUEUES, task_exchange
 from routing_demo.workers import WorkerGroup, worker_nodes
 
 from .conftest import TEST_WORKER_OPTIONS
-from .stack import Stack, consumers_paused, make_client
+from .stack import Stack, consumers_paused
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,7 @@ def events_stack(
         },
         worker_options=(*TEST_WORKER_OPTIONS, "--events"),
     )
-    client = make_client(broker_url, redis_url)
+    client = client_app(broker_url, redis_url, queues=QUEUES)
     install_sent_state(client)  # a waiting task reads SENT, as the CLI's do
     vhost = broker_url.rsplit("/", 1)[1]
     stack = Stack("redis", broker_url, redis_url, vhost, client, workers, management)

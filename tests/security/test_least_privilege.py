@@ -22,6 +22,7 @@ import requests
 from celery import Celery
 from kombu import Connection
 
+from routing_demo.celery import client_app
 from routing_demo.security import BROKER_PASSWORD_FILE, broker_password_from_file
 from routing_demo.testing.process import wait_until
 from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
@@ -209,12 +210,11 @@ def app_run(
         env.update(CELERY_BROKER_URL=app_broker.url(password=None))
         env[BROKER_PASSWORD_FILE] = str(secret)
     cli = Cli(env)
-    app = Celery("routing_demo", set_as_current=False)
-    app.config_from_object("conf.celeryconfig")
-    app.conf.update(
-        broker_url=env["CELERY_BROKER_URL"],
+    app = client_app(
+        env["CELERY_BROKER_URL"],
+        backend,
+        name="routing_demo",
         broker_password=broker_password_from_file(env["CELERY_BROKER_URL"], env),
-        result_backend=backend,
     )
     started = cli(
         "routes", "workers", "start", "--suffix", SUFFIX, "-P", "solo", "-l", "DEBUG",
