@@ -29,6 +29,7 @@ from celery.signals import before_task_publish
 from ..celery import client_app
 from ..polling import wait_until
 from ..rabbitmq import ManagementAPI, queue_counts
+from ..tasks import add, mul, sub
 from ..workers import WorkerGroup, WorkerNode
 
 __all__ = [
@@ -51,7 +52,7 @@ __all__ = [
 
 #: Task names, as the worker registers them (the drivers send by name, so the
 #: experiment tasks are never registered in the sending process).
-ADD, SUB, MUL = "routing_demo.tasks.add", "routing_demo.tasks.sub", "routing_demo.tasks.mul"
+ADD, SUB, MUL = add.name, sub.name, mul.name
 CLEAR_CACHE = "routing_demo.experiments.tasks.clear_cache"
 HOLD = "routing_demo.experiments.tasks.hold"
 RECORD = "routing_demo.experiments.tasks.record"
