@@ -23,8 +23,6 @@ from routing_demo.workers import WorkerGroup, WorkerNode
 #: The repository root, on the workers' ``PYTHONPATH`` for ``tests.slow_tasks``.
 ROOT = Path(__file__).parents[2]
 
-ADD, SUB = "routing_demo.tasks.add", "routing_demo.tasks.sub"
-
 
 def queue_type_env(
     broker_url: str, queue_type: str, run_dir: Path, *, delivery_limit: int | None = None

@@ -22,6 +22,7 @@ import pytest
 
 from routing_demo.celery import client_app
 from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.tasks import add
 from routing_demo.testing.process import wait_until
 from routing_demo.topology import QUEUES
 from routing_demo.transports import LIBRABBITMQ_TRANSPORT, broker_transport_for
@@ -146,7 +147,7 @@ def test_when_stack_runs_then_broker_sees_only_librabbitmq_clients(
 ) -> None:
     """Every AMQP connection in the vhost (workers, their pidbox and result
     traffic, the client) announced rabbitmq-c, none py-amqp."""
-    stack.client.send_task("routing_demo.tasks.add", (1, 2)).get(timeout=30)
+    stack.client.send_task(add.name, (1, 2)).get(timeout=30)
     # The management API lists a connection once its statistics arrive (up
     # to a few seconds): poll until the vhost's connections show up.
     connections = wait_until(

@@ -17,19 +17,18 @@ import pytest
 from routing_demo.backends import RESULT_CONNECTION_NAME
 from routing_demo.events import EVENT_CONNECTION_NAME
 from routing_demo.polling import wait_until
+from routing_demo.tasks import add
 
 from .stack import Stack
 
 pytestmark = pytest.mark.integration
-
-ADD = "routing_demo.tasks.add"
 
 
 @pytest.mark.parametrize("stack", ["rpc"], indirect=True)
 def test_when_a_task_runs_then_its_caller_sees_started_then_success(stack: Stack) -> None:
     """``task_track_started`` stays: STARTED travels to the reply queue too."""
     states: list[str] = []
-    result = stack.client.send_task(ADD, (2, 3))
+    result = stack.client.send_task(add.name, (2, 3))
     assert result.get(timeout=30, on_message=lambda meta: states.append(meta["status"])) == 5
     assert states == ["STARTED", "SUCCESS"]
 
@@ -57,7 +56,7 @@ def _publishing_channels(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[
 def test_when_a_worker_publishes_results_then_the_broker_confirms_none_but_every_task(
     stack: Stack,
 ) -> None:
-    sent = [stack.client.send_task(ADD, (i, i)) for i in range(5)]
+    sent = [stack.client.send_task(add.name, (i, i)) for i in range(5)]
     assert [result.get(timeout=30) for result in sent] == [2 * i for i in range(5)]
 
     def sampled() -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:

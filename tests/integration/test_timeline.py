@@ -30,6 +30,7 @@ from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import ManagementAPI
 from routing_demo.sent_state import SENT
 from routing_demo.sent_state import install as install_sent_state
+from routing_demo.tasks import flaky
 from routing_demo.topology import QUEUES, task_exchange
 from routing_demo.workers import WorkerGroup, worker_nodes
 
@@ -38,7 +39,6 @@ from .stack import Stack, consumers_paused
 
 pytestmark = pytest.mark.integration
 
-FLAKY = "routing_demo.tasks.flaky"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Seconds a follower may take at most: three retries wait 1 + 2 + 4 s.
 FOLLOW_TIMEOUT = 60
@@ -146,7 +146,7 @@ def test_when_flaky_2_is_followed_from_before_it_starts_then_every_change_shows(
     stack = events_stack
     # The task waits in its queue while the follower attaches: it reads SENT.
     with consumers_paused(stack, "default"):
-        result = stack.client.send_task(FLAKY, (2,))
+        result = stack.client.send_task(flaky.name, (2,))
         wait_until(
             lambda: stack.client.backend.get_task_meta(result.id)["status"] == SENT,
             timeout=30,
@@ -215,7 +215,7 @@ def test_when_the_task_already_ended_then_following_prints_its_end_at_once(
     events_stack: Stack,
 ) -> None:
     stack = events_stack
-    result = stack.client.send_task(FLAKY, (0,))
+    result = stack.client.send_task(flaky.name, (0,))
     assert result.get(timeout=30) == 1
     code, lines, stderr = Follower(stack, "status", result.id, "--follow").finish()
     assert code == 0, stderr
@@ -268,7 +268,7 @@ def test_when_workers_send_events_then_the_broker_confirms_none_but_every_task(
     """The broker's own record: the workers' event channels are not in confirm
     mode, while task publishes (the client's, and the worker's retries) are."""
     stack = events_stack
-    result = stack.client.send_task(FLAKY, (1,))
+    result = stack.client.send_task(flaky.name, (1,))
     assert result.get(timeout=30) == 2
 
     def sampled() -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
