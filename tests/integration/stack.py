@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Celery
 from kombu import Connection
@@ -45,6 +46,21 @@ class Stack:
 
     def log(self, base: str) -> str:
         return self.workers.log_path(self.node(base)).read_text()
+
+
+def publishing_channels(stack: Stack) -> list[tuple[str | None, dict[str, Any]]]:
+    """The stack vhost's channels that published something, as the management
+    API reports them, each with the ``connection_name`` its connection gave
+    itself (``None``: it gave none)."""
+    named = {
+        connection["name"]: (connection.get("client_properties") or {}).get("connection_name")
+        for connection in stack.management.connections(stack.vhost)
+    }
+    return [
+        (named.get(channel["connection_details"]["name"]), channel)
+        for channel in stack.management.channels(stack.vhost)
+        if (channel.get("message_stats") or {}).get("publish")
+    ]
 
 
 class DeadLetters:

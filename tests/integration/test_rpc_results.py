@@ -19,7 +19,7 @@ from routing_demo.events import EVENT_CONNECTION_NAME
 from routing_demo.polling import wait_until
 from routing_demo.tasks import add
 
-from .stack import Stack
+from .stack import Stack, publishing_channels
 
 pytestmark = pytest.mark.integration
 
@@ -37,18 +37,13 @@ def _publishing_channels(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[
     """The vhost's channels that published something: (result connections',
     others'), leaving out the workers' task events (``routing_demo.events``:
     transient, and unconfirmed for the same reason)."""
-    named = {
-        connection["name"]: (connection.get("client_properties") or {}).get("connection_name")
-        for connection in stack.management.connections(stack.vhost)
-    }
-    results, others = [], []
-    for channel in stack.management.channels(stack.vhost):
-        if not (channel.get("message_stats") or {}).get("publish"):
-            continue
-        owner = named.get(channel["connection_details"]["name"])
-        if owner == EVENT_CONNECTION_NAME:
-            continue
-        (results if owner == RESULT_CONNECTION_NAME else others).append(channel)
+    channels = publishing_channels(stack)
+    results = [channel for owner, channel in channels if owner == RESULT_CONNECTION_NAME]
+    others = [
+        channel
+        for owner, channel in channels
+        if owner not in (RESULT_CONNECTION_NAME, EVENT_CONNECTION_NAME)
+    ]
     return results, others
 
 

@@ -35,7 +35,7 @@ from routing_demo.topology import QUEUES, task_exchange
 from routing_demo.workers import WorkerGroup, worker_nodes
 
 from .conftest import TEST_WORKER_OPTIONS
-from .stack import Stack, consumers_paused
+from .stack import Stack, consumers_paused, publishing_channels
 
 pytestmark = pytest.mark.integration
 
@@ -244,21 +244,13 @@ def _publishing_channels(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[
     task publishers'). Task publishers are the other channels without a
     consumer: the client's and the worker's pool process's producers (a
     control client's channel, which also consumes its replies, is neither)."""
-    event_connections = {
-        connection["name"]
-        for connection in stack.management.connections(stack.vhost)
-        if (connection.get("client_properties") or {}).get("connection_name")
-        == EVENT_CONNECTION_NAME
-    }
-    events, others = [], []
-    for channel in stack.management.channels(stack.vhost):
-        if not (channel.get("message_stats") or {}).get("publish"):
-            continue
-        owner = channel["connection_details"]["name"]
-        if owner in event_connections:
-            events.append(channel)
-        elif not channel.get("consumer_count"):
-            others.append(channel)
+    channels = publishing_channels(stack)
+    events = [channel for owner, channel in channels if owner == EVENT_CONNECTION_NAME]
+    others = [
+        channel
+        for owner, channel in channels
+        if owner != EVENT_CONNECTION_NAME and not channel.get("consumer_count")
+    ]
     return events, others
 
 
