@@ -38,39 +38,16 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from ..rabbitmq import ManagementAPI, vhost_url
-from .fixtures import (
-    celery_backend,
-    celery_broker,
-    celery_on_docker,
-    celery_setup_app,
-    celery_setup_cls,
-    celery_worker_cluster,
-    default_rabbitmq_broker_cls,
-    default_rabbitmq_broker_ports,
-    local_worker_factory,
-    local_worker_options,
-    private_rabbitmq_broker,
-    private_redis_backend,
-)
+from . import fixtures
+from .fixtures import *  # noqa: F403  (pytest finds the fixtures by name)
 from .session_services import SessionServices
 
 #: ``--docker``: a plugin of its own, registered once whoever asks first.
 pytest_plugins = ["routing_demo.testing.plugin"]
 
 __all__ = [
-    "celery_backend",
-    "celery_broker",
-    "celery_on_docker",
-    "celery_setup_app",
-    "celery_setup_cls",
-    "celery_worker_cluster",
-    "default_rabbitmq_broker_cls",
-    "default_rabbitmq_broker_ports",
-    "local_worker_factory",
-    "local_worker_options",
+    *fixtures.__all__,
     "management",
-    "private_rabbitmq_broker",
-    "private_redis_backend",
     "pytest_report_header",
     "pytest_sessionstart",
     "pytest_unconfigure",
