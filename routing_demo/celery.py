@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery.app import backends
@@ -23,7 +23,10 @@ from .quorum import round_up_short_delay
 from .sent_state import install as record_sent_state
 from .transports.pyamqp import send_deadline
 
-__all__ = ["DEFAULT_CONFIG_MODULE", "RoutingDemoCelery", "app"]
+if TYPE_CHECKING:
+    from .topology import Queues
+
+__all__ = ["DEFAULT_CONFIG_MODULE", "RoutingDemoCelery", "app", "client_app"]
 
 #: Configuration module used unless ``CELERY_CONFIG_MODULE`` names another
 #: (an experiment's topology, a test's variant).
@@ -123,3 +126,36 @@ app.steps["worker"].add("routing_demo.alarms:WatchAlarms")
 #: Publishing records SENT (Redis backend only), so that a task waiting in its
 #: queue no longer reads like an unknown or expired id (both are PENDING).
 record_sent_state(app)
+
+
+def client_app(
+    broker_url: str,
+    backend_url: str | None = None,
+    *,
+    queues: Queues | None = None,
+    name: str = "routing_demo-client",
+    app_cls: type[Celery] = Celery,
+    config_module: str = DEFAULT_CONFIG_MODULE,
+    **settings: Any,
+) -> Celery:
+    """An app to send tasks with: ``config_module``'s settings, pointed at
+    ``broker_url`` (and ``backend_url`` for results, when given).
+
+    ``queues`` (``routing_demo.topology.build_queues``) replaces the
+    configured queues and their type: the sender must declare each queue as
+    its workers do, or RabbitMQ refuses the second declaration. ``app_cls``
+    ``RoutingDemoCelery`` gives the shipped app's own sending (pipelined
+    batches, bounded publish); ``settings`` are set last.
+
+    A new app rather than :data:`app`: that one keeps the connection pool of
+    whatever broker it first used, and follows ``CELERY_CONFIG_MODULE``.
+    """
+    made = app_cls(name, set_as_current=False)
+    made.config_from_object(config_module)
+    overrides: dict[str, Any] = {"broker_url": broker_url}
+    if backend_url is not None:
+        overrides["result_backend"] = backend_url
+    if queues is not None:
+        overrides.update(task_queues=queues.task_queues, task_default_queue_type=queues.queue_type)
+    made.conf.update(overrides, **settings)
+    return made

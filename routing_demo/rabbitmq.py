@@ -11,7 +11,7 @@ import os
 import re
 from contextlib import suppress
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 from kombu.transport.virtual.exchange import TopicExchange
@@ -23,6 +23,7 @@ __all__ = [
     "management_url",
     "queue_counts",
     "routing_key_matches",
+    "vhost_url",
 ]
 
 #: The management plugin's port (``management.tcp.port``) on a broker's host.
@@ -49,6 +50,25 @@ def management_url(broker_url: str) -> str:
     parts = urlsplit(broker_url.split(";", 1)[0].strip())
     user, password = parts.username or "guest", parts.password or "guest"
     return f"http://{user}:{password}@{parts.hostname or 'localhost'}:{MANAGEMENT_PORT}"
+
+
+def vhost_url(broker_url: str, vhost: str, *, scheme: str | None = None) -> str:
+    """``broker_url`` with its virtual host replaced by ``vhost``, and its
+    scheme by ``scheme`` when given (``librabbitmq``, ``amqp``…).
+
+    ``vhost`` is percent-encoded whole (``/`` becomes ``%2F``), which kombu,
+    py-amqp and pika all decode back. A ``;``-separated list (every node of a
+    cluster) stays a list, in the same order, each URL pointed at ``vhost``.
+    The rest of each URL (credentials as encoded, host, port, query) is kept.
+    """
+    urls = []
+    for one in filter(None, (part.strip() for part in broker_url.split(";"))):
+        parts = urlsplit(one)
+        parts = parts._replace(path=f"/{quote(vhost, safe='')}")
+        urls.append(urlunsplit(parts._replace(scheme=scheme) if scheme else parts))
+    if not urls:
+        raise ValueError(f"no broker URL in {broker_url!r}")
+    return ";".join(urls)
 
 
 class ManagementAPI:

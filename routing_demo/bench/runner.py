@@ -37,11 +37,11 @@ from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from celery import Celery
 
-from ..rabbitmq import ManagementAPI
+from ..rabbitmq import ManagementAPI, vhost_url
 from ..topology import QUEUE_TYPES
 from . import stats, targets
 from .peers import DRAMATIQ_QUEUE, PLAIN_CELERY_QUEUE
@@ -325,21 +325,6 @@ def transport_availability(cache_dir: Path, *, build: bool, log: Callable[[str],
     return found
 
 
-def _vhost_url(base: str, scheme: str, vhost: str) -> str:
-    """``base`` with ``vhost`` and ``scheme``; a ``;``-separated list (every
-    node of a cluster) stays a list, in the same order."""
-    urls = []
-    for one in filter(None, (part.strip() for part in base.split(";"))):
-        parts = urlsplit(one)
-        user = quote(parts.username or "guest", safe="")
-        password = quote(parts.password or "guest", safe="")
-        address = f"{parts.hostname}:{parts.port or 5672}"
-        urls.append(f"{scheme}://{user}:{password}@{address}/{quote(vhost, safe='')}")
-    if not urls:
-        raise ValueError(f"no broker URL in {base!r}")
-    return ";".join(urls)
-
-
 def queue_placement(queues: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, Any]]:
     """Where each of ``names`` lives, from the management API's queue list:
     its type, its node (a quorum queue's leader) and the nodes holding a copy
@@ -407,7 +392,7 @@ class Runner:
         vhost = f"bench-{self.token}-{slug}"
         self.management.create_vhost(vhost)
         transport = TRANSPORTS[spec.variant.transport]
-        broker_url = _vhost_url(self.broker, transport.scheme, vhost)
+        broker_url = vhost_url(self.broker, vhost, scheme=transport.scheme)
         backend_url = "rpc://" if spec.backend == "rpc" else self.redis_url
         worker = None
         name = f"bench-{self.token}-{slug}"
@@ -453,7 +438,7 @@ class Runner:
 
     def dramatiq_environ(self, spec: Spec, vhost: str) -> dict[str, str]:
         return {
-            "ROUTING_DEMO_BENCH_DRAMATIQ_URL": _vhost_url(self.broker, "amqp", vhost),
+            "ROUTING_DEMO_BENCH_DRAMATIQ_URL": vhost_url(self.broker, vhost, scheme="amqp"),
             "ROUTING_DEMO_BENCH_DRAMATIQ_CONFIRM": "1" if spec.mode == "confirms" else "0",
         }
 
@@ -464,7 +449,7 @@ class Runner:
             from .peers.gate import GateClient
 
             processes = dramatiq_shape(prepared.spec.variant)[0]
-            url = _vhost_url(self.broker, "amqp", prepared.vhost)
+            url = vhost_url(self.broker, prepared.vhost, scheme="amqp")
 
             def answers() -> bool:
                 try:
@@ -582,7 +567,7 @@ class Runner:
             )
         elif spec.kind == "dramatiq":
             child_spec.update(
-                url=_vhost_url(self.broker, "amqp", prepared.vhost),
+                url=vhost_url(self.broker, prepared.vhost, scheme="amqp"),
                 processes=dramatiq_shape(spec.variant)[0],
                 count=counts.tasks,
             )

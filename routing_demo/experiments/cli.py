@@ -16,9 +16,9 @@ from pathlib import Path
 import click
 
 from ..options import management_option, run_dir_option
-from ..rabbitmq import ManagementAPI, management_url
+from ..rabbitmq import ManagementAPI, management_url, vhost_url
 from .catalogue import EXPERIMENTS, run_experiment
-from .lab import Outcome, vhost_url
+from .lab import Outcome
 from .report import render_text, to_json, write_report
 
 __all__ = ["experiment", "main"]

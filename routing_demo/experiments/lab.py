@@ -22,13 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
-from celery import Celery
 from celery.signals import before_task_publish
 
+from ..celery import client_app
 from ..polling import wait_until
 from ..rabbitmq import ManagementAPI, queue_counts
+from ..tasks import add, mul, sub
 from ..workers import WorkerGroup, WorkerNode
 
 __all__ = [
@@ -46,13 +47,12 @@ __all__ = [
     "Outcome",
     "QueueCounters",
     "short",
-    "vhost_url",
     "wait_until",
 ]
 
 #: Task names, as the worker registers them (the drivers send by name, so the
 #: experiment tasks are never registered in the sending process).
-ADD, SUB, MUL = "routing_demo.tasks.add", "routing_demo.tasks.sub", "routing_demo.tasks.mul"
+ADD, SUB, MUL = add.name, sub.name, mul.name
 CLEAR_CACHE = "routing_demo.experiments.tasks.clear_cache"
 HOLD = "routing_demo.experiments.tasks.hold"
 RECORD = "routing_demo.experiments.tasks.record"
@@ -75,12 +75,6 @@ _CELERY_ENV = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CELERY_CONFIG_MODU
 def short(task: str) -> str:
     """``routing_demo.tasks.add`` -> ``add``."""
     return task.rsplit(".", 1)[-1]
-
-
-def vhost_url(broker_url: str, vhost: str) -> str:
-    """``broker_url`` with its virtual host replaced by ``vhost``."""
-    parts = urlsplit(broker_url)
-    return urlunsplit(parts._replace(path=f"/{vhost}"))
 
 
 @dataclass(frozen=True)
@@ -211,9 +205,12 @@ class Lab:
         self.group: WorkerGroup | None = None
         self._env_guard = _without_celery_env()
         self._env_guard.__enter__()
-        self.client = Celery(f"routing_demo-experiment-{self.suffix}", set_as_current=False)
-        self.client.config_from_object(config_module)
-        self.client.conf.update(broker_url=broker_url, result_backend=backend_url)
+        self.client = client_app(
+            broker_url,
+            backend_url,
+            name=f"routing_demo-experiment-{self.suffix}",
+            config_module=config_module,
+        )
         #: (task, exchange, routing key) -> messages: where Celery published.
         self.published: Counter[tuple[str, str, str]] = Counter()
         before_task_publish.connect(self._on_publish, weak=False)
@@ -434,7 +431,3 @@ class Lab:
         API and put back (``ack_requeue_true``): what the UI's "Get messages"
         shows, without consuming anything."""
         return self.management.peek(self.vhost, queue, count)
-
-
-def _quote(part: str) -> str:
-    return quote(part, safe="")

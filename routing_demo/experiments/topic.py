@@ -80,12 +80,12 @@ def drive(lab: Lab, outcome: Outcome, seed: int) -> None:
     calc_add = sum(count for name, key, count in EXPLICIT if key == "calc.add")
     unmatched = sum(count for _, key, count in EXPLICIT if not matches.get(key, ["?"]))
     expected = {
-        "all": {"add": routed[ADD], "sub": routed[SUB]},
-        "addonly": {"add": routed[ADD] + calc_add, "sub": 0},
+        "all": {ADD: routed[ADD], SUB: routed[SUB]},
+        "addonly": {ADD: routed[ADD] + calc_add, SUB: 0},
     }
     lab.wait_for_totals(
         lambda totals: all(
-            totals.get(base, {}).get(f"routing_demo.tasks.{task}", 0) >= count
+            totals.get(base, {}).get(task, 0) >= count
             for base, ran in expected.items()
             for task, count in ran.items()
         )

@@ -65,6 +65,11 @@ from .redis import PrivateRedisServer, SharedRedisDb
 from .services import require_executable, unavailable
 from .worker import LocalWorkerContainer
 
+#: The fixtures a ``conftest.py`` or a plugin takes to run ``celery_setup``
+#: locally, in one line: ``from routing_demo.testing.fixtures import *``.
+#: ``local_worker_app`` and ``local_project_app`` are not among them:
+#: ``routing_demo.testing.plugin`` provides them for the whole run, where any
+#: ``conftest.py`` can still override them.
 __all__ = [
     "celery_backend",
     "celery_broker",
@@ -74,8 +79,6 @@ __all__ = [
     "celery_worker_cluster",
     "default_rabbitmq_broker_cls",
     "default_rabbitmq_broker_ports",
-    "local_project_app",
-    "local_worker_app",
     "local_worker_factory",
     "local_worker_options",
     "private_rabbitmq_broker",

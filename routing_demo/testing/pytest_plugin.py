@@ -37,40 +37,17 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ..rabbitmq import ManagementAPI
-from .fixtures import (
-    celery_backend,
-    celery_broker,
-    celery_on_docker,
-    celery_setup_app,
-    celery_setup_cls,
-    celery_worker_cluster,
-    default_rabbitmq_broker_cls,
-    default_rabbitmq_broker_ports,
-    local_worker_factory,
-    local_worker_options,
-    private_rabbitmq_broker,
-    private_redis_backend,
-)
+from ..rabbitmq import ManagementAPI, vhost_url
+from . import fixtures
+from .fixtures import *  # noqa: F403  (pytest finds the fixtures by name)
 from .session_services import SessionServices
 
 #: ``--docker``: a plugin of its own, registered once whoever asks first.
 pytest_plugins = ["routing_demo.testing.plugin"]
 
 __all__ = [
-    "celery_backend",
-    "celery_broker",
-    "celery_on_docker",
-    "celery_setup_app",
-    "celery_setup_cls",
-    "celery_worker_cluster",
-    "default_rabbitmq_broker_cls",
-    "default_rabbitmq_broker_ports",
-    "local_worker_factory",
-    "local_worker_options",
+    *fixtures.__all__,
     "management",
-    "private_rabbitmq_broker",
-    "private_redis_backend",
     "pytest_report_header",
     "pytest_sessionstart",
     "pytest_unconfigure",
@@ -154,7 +131,7 @@ def vhost_factory(
         vhost = f"routing_demo-test-{label}-{uuid.uuid4().hex[:8]}"
         management.create_vhost(vhost)
         created.append(vhost)
-        return f"{session_services.broker_url.rstrip('/')}/{vhost}"
+        return vhost_url(session_services.broker_url, vhost)
 
     yield make
     for vhost in created:

@@ -13,19 +13,7 @@ from pathlib import Path
 import pytest
 
 from routing_demo.testing import plugin
-from routing_demo.testing.fixtures import (  # noqa: F401  (fixtures used by name)
-    celery_backend,
-    celery_broker,
-    celery_on_docker,
-    celery_setup_app,
-    celery_setup_cls,
-    celery_worker_cluster,
-    default_rabbitmq_broker_cls,
-    default_rabbitmq_broker_ports,
-    local_worker_factory,
-    private_rabbitmq_broker,
-    private_redis_backend,
-)
+from routing_demo.testing.fixtures import *  # noqa: F403  (pytest finds the fixtures by name)
 
 HERE = Path(__file__).parent
 

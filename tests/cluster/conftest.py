@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from routing_demo.celery import RoutingDemoCelery
+from routing_demo.celery import RoutingDemoCelery, client_app
 from routing_demo.local_rabbitmq import LocalCluster, LocalNode
 from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import ManagementAPI
@@ -136,13 +136,12 @@ def cluster_env(cluster: LocalCluster, redis_url: str) -> dict[str, str]:
 @pytest.fixture
 def cluster_app(cluster: LocalCluster, redis_url: str) -> Iterator[Celery]:
     """A client of the cluster with the project's settings and quorum queues."""
-    app = RoutingDemoCelery("routing_demo_cluster_client", set_as_current=False)
-    app.config_from_object("routing_demo.conf.celeryconfig")
-    app.conf.update(
-        broker_url=cluster.broker_url,
-        result_backend=redis_url,
-        task_queues=QUORUM.task_queues,
-        task_default_queue_type="quorum",
+    app = client_app(
+        cluster.broker_url,
+        redis_url,
+        queues=QUORUM,
+        name="routing_demo_cluster_client",
+        app_cls=RoutingDemoCelery,
     )
     yield app
     app.close()

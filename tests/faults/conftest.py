@@ -46,9 +46,6 @@ WORKER_INCLUDES = ("routing_demo.testing.ledger", "tests.slow_tasks")
 #: Seconds a test waits for every sent task to have run.
 RUN_TIMEOUT = 120.0
 
-ADD = "routing_demo.tasks.add"
-SUB = "routing_demo.tasks.sub"
-
 
 def show(scenario: str, report: LedgerReport) -> None:
     """Print a test's ledger (``pytest -s`` shows it)."""

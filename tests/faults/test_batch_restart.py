@@ -24,12 +24,13 @@ from celery import Celery
 from routing_demo.batch import Batch, pipelined, send_all
 from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import queue_counts
+from routing_demo.tasks import add, sub
 from routing_demo.testing.ledger import Ledger
 from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
 from routing_demo.topology import add_queue, sub_queue
 from routing_demo.workers import worker_nodes
 
-from .conftest import ADD, SUB, show, start_workers
+from .conftest import show, start_workers
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,9 @@ def send_through_restart(app: Celery, node: PrivateRabbitMQNode) -> tuple[list[s
     """Send the batch, restarting ``node`` once a quarter of it is out;
     return the ids ``send_all`` returned and the finished batch."""
     signatures = [
-        app.signature(ADD if index % 2 == 0 else SUB, (index, 1), task_id=str(uuid.uuid4()))
+        app.signature(
+            add.name if index % 2 == 0 else sub.name, (index, 1), task_id=str(uuid.uuid4())
+        )
         for index in range(BATCH)
     ]
     restarted = threading.Event()

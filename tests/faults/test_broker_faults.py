@@ -17,6 +17,7 @@ import pytest
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from routing_demo.tasks import add, sub
 from routing_demo.testing.app import RoutingDemoSetup
 from routing_demo.testing.checks import queue_counts
 from routing_demo.testing.ledger import Ledger
@@ -25,7 +26,7 @@ from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
 from routing_demo.topology import add_queue, sub_queue
 from routing_demo.workers import WorkerNode, worker_nodes
 
-from .conftest import ADD, RUN_TIMEOUT, SUB, Producer, show, start_workers
+from .conftest import RUN_TIMEOUT, Producer, show, start_workers
 
 pytestmark = pytest.mark.integration
 
@@ -91,11 +92,11 @@ def test_when_broker_restarts_with_a_backlog_and_no_worker_then_persistent_messa
     broker_node: PrivateRabbitMQNode, celery_setup_app: Celery, local_worker_factory, ledger: Ledger
 ) -> None:
     app = celery_setup_app
-    persistent = [app.send_task(ADD, (index, 1)).id for index in range(50)]
-    persistent += [app.send_task(SUB, (index, 1)).id for index in range(50)]
+    persistent = [app.send_task(add.name, (index, 1)).id for index in range(50)]
+    persistent += [app.send_task(sub.name, (index, 1)).id for index in range(50)]
     ledger.sent(persistent)
     # The control: transient messages (delivery mode 1) in the same durable queue.
-    transient = [app.send_task(ADD, (index, 2), delivery_mode=1).id for index in range(10)]
+    transient = [app.send_task(add.name, (index, 2), delivery_mode=1).id for index in range(10)]
     assert queue_counts(app, add_queue.name).messages == 60
     assert queue_counts(app, sub_queue.name).messages == 50
 
@@ -119,7 +120,7 @@ def test_when_broker_is_down_at_worker_start_then_worker_waits_and_publishes_wai
 ) -> None:
     app = celery_setup_app
     # A producer connected before the outage.
-    ledger.sent([app.send_task(ADD, (1, 1)).id])
+    ledger.sent([app.send_task(add.name, (1, 1)).id])
     broker_node.stop()
 
     # A publish on that producer's connection keeps retrying (the project's policy).
@@ -128,7 +129,7 @@ def test_when_broker_is_down_at_worker_start_then_worker_waits_and_publishes_wai
 
     def publish() -> None:
         try:
-            app.send_task(ADD, (2, 2), task_id=waiting_id)
+            app.send_task(add.name, (2, 2), task_id=waiting_id)
         except OperationalError as exc:
             waited["raised"] = exc
         else:
@@ -144,7 +145,7 @@ def test_when_broker_is_down_at_worker_start_then_worker_waits_and_publishes_wai
     )
     refused_id = str(uuid.uuid4())
     with pytest.raises(OperationalError, match="Connection refused"):
-        client.send_task(ADD, (3, 3), task_id=refused_id)
+        client.send_task(add.name, (3, 3), task_id=refused_id)
     ledger.refused([refused_id])
     wait_until(
         lambda: "Cannot connect to amqp://" in worker.container.current_logs(),

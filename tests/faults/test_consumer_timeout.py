@@ -21,6 +21,7 @@ import pytest
 from celery import Celery
 from pytest_celery import CeleryBrokerCluster, RabbitMQTestBroker
 
+from routing_demo.tasks import add
 from routing_demo.testing.checks import purge_queues, queue_counts
 from routing_demo.testing.ledger import Ledger
 from routing_demo.testing.process import wait_until
@@ -32,7 +33,6 @@ from .conftest import RUN_TIMEOUT, make_node, show
 
 pytestmark = pytest.mark.integration
 
-ADD = "routing_demo.tasks.add"
 
 #: Milliseconds a delivery may stay unacknowledged on this module's node.
 CONSUMER_TIMEOUT_MS = 3000
@@ -68,7 +68,7 @@ def test_when_countdown_outlasts_consumer_timeout_then_worker_without_retry_exit
         env={**ledger.env, "CELERY_CONFIG_MODULE": "tests.faults.no_channel_retry_config"},
     )
     worker.ready()
-    ledger.sent([celery_setup_app.send_task(ADD, (20, 22), countdown=COUNTDOWN).id])
+    ledger.sent([celery_setup_app.send_task(add.name, (20, 22), countdown=COUNTDOWN).id])
 
     wait_until(
         lambda: worker.container.status == "exited",
@@ -88,7 +88,8 @@ def test_when_countdown_outlasts_consumer_timeout_then_worker_reconnects_and_tas
     worker.ready()
     pid = worker.container.pid
     delayed = [
-        celery_setup_app.send_task(ADD, (index, 1), countdown=COUNTDOWN).id for index in range(3)
+        celery_setup_app.send_task(add.name, (index, 1), countdown=COUNTDOWN).id
+        for index in range(3)
     ]
     ledger.sent(delayed)
     wait_until(
@@ -96,7 +97,7 @@ def test_when_countdown_outlasts_consumer_timeout_then_worker_reconnects_and_tas
         timeout=RUN_TIMEOUT,
         message="the broker never timed the held delivery out",
     )
-    now = [celery_setup_app.send_task(ADD, (index, 2)).id for index in range(5)]
+    now = [celery_setup_app.send_task(add.name, (index, 2)).id for index in range(5)]
     ledger.sent(now)
 
     report = ledger.wait_for(timeout=RUN_TIMEOUT)

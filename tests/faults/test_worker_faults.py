@@ -20,6 +20,7 @@ import psutil
 import pytest
 from celery import Celery
 
+from routing_demo.tasks import add
 from routing_demo.testing.checks import queue_counts
 from routing_demo.testing.ledger import Ledger
 from routing_demo.testing.process import wait_until
@@ -31,8 +32,6 @@ from tests.slow_tasks import SLEEP_THEN_ADD
 from .conftest import RUN_TIMEOUT, WORKER_INCLUDES, show, start_workers
 
 pytestmark = pytest.mark.integration
-
-ADD = "routing_demo.tasks.add"
 
 
 def send_slow_adds(app: Celery, ledger: Ledger, seconds: list[float]) -> list[str]:
@@ -160,7 +159,7 @@ def test_when_node_restarts_under_its_name_right_after_a_kill_then_it_comes_up_c
 
         group.start()
         group.wait_ready(celery_setup_app)
-        ids = [celery_setup_app.send_task(ADD, (index, 1)).id for index in range(20)]
+        ids = [celery_setup_app.send_task(add.name, (index, 1)).id for index in range(20)]
         ledger.sent(ids)
         ledger.wait_for(timeout=RUN_TIMEOUT)
         log = group.log_path(node)
@@ -179,7 +178,7 @@ def test_when_node_restarts_under_its_name_right_after_a_kill_then_it_comes_up_c
                 timeout=RUN_TIMEOUT,
                 message=f"restart {run} never logged {ready_line!r} (log: {log})",
             )
-        more = [celery_setup_app.send_task(ADD, (index, 2)).id for index in range(20)]
+        more = [celery_setup_app.send_task(add.name, (index, 2)).id for index in range(20)]
         ledger.sent(more)
         report = ledger.wait_for(timeout=RUN_TIMEOUT)
         show("same node name restarted right after SIGKILL (x3)", report)

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from routing_demo.celery import client_app
 from routing_demo.local_rabbitmq import LocalCluster
-from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.rabbitmq import ManagementAPI, vhost_url
 from routing_demo.topology import QUEUE_TYPE_ENV, QUEUES, build_queues
 from routing_demo.workers import WorkerGroup, worker_nodes
 
-from .stack import Stack, make_client
+from .stack import Stack
 
 #: Options for test workers that do not change routing: one pool process,
 #: and no start-up chatter with the other workers.
@@ -58,8 +59,7 @@ def cluster_vhost(cluster: LocalCluster, label: str) -> tuple[str, ManagementAPI
     management = ManagementAPI(cluster.management_urls[0])
     vhost = f"routing_demo-test-{label}-{uuid.uuid4().hex[:8]}"
     management.create_vhost(vhost)
-    urls = ";".join(f"{url.rstrip('/')}/{vhost}" for url in cluster.broker_urls)
-    return urls, management
+    return vhost_url(cluster.broker_url, vhost), management
 
 
 class Stacks:
@@ -106,7 +106,7 @@ class Stacks:
             },
             worker_options=TEST_WORKER_OPTIONS,
         )
-        client = make_client(broker_url, backend_url, queues)
+        client = client_app(broker_url, backend_url, queues=queues)
         workers.start()
         stack = Stack(backend, broker_url, backend_url, vhost, client, workers, management, queues)
         try:

@@ -15,15 +15,13 @@ from pathlib import Path
 
 from celery import Celery
 
-from routing_demo.celery import DEFAULT_CONFIG_MODULE, RoutingDemoCelery
+from routing_demo.celery import RoutingDemoCelery, client_app
 from routing_demo.rabbitmq import queue_counts
 from routing_demo.topology import QUEUE_TYPE_ENV, QUORUM_DELIVERY_LIMIT_ENV, build_queues
 from routing_demo.workers import WorkerGroup, WorkerNode
 
 #: The repository root, on the workers' ``PYTHONPATH`` for ``tests.slow_tasks``.
 ROOT = Path(__file__).parents[2]
-
-ADD, SUB = "routing_demo.tasks.add", "routing_demo.tasks.sub"
 
 
 def queue_type_env(
@@ -46,16 +44,13 @@ def queue_type_client(
     broker_url: str, queue_type: str, *, delivery_limit: int | None = None
 ) -> Celery:
     """A client app of the project's class and settings, with ``queue_type`` queues."""
-    queues = build_queues(queue_type, delivery_limit=delivery_limit)
-    app = RoutingDemoCelery(f"routing_demo-{queue_type}-client", set_as_current=False)
-    app.config_from_object(DEFAULT_CONFIG_MODULE)
-    app.conf.update(
-        broker_url=broker_url,
-        result_backend="rpc://",
-        task_queues=queues.task_queues,
-        task_default_queue_type=queue_type,
+    return client_app(
+        broker_url,
+        "rpc://",
+        queues=build_queues(queue_type, delivery_limit=delivery_limit),
+        name=f"routing_demo-{queue_type}-client",
+        app_cls=RoutingDemoCelery,
     )
-    return app
 
 
 def queue_depth(app: Celery, queue: str) -> tuple[int, int]:

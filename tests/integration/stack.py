@@ -5,42 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Celery
 from kombu import Connection
 from kombu.message import Message
 
-from routing_demo.celery import DEFAULT_CONFIG_MODULE
 from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import ManagementAPI, queue_counts
 from routing_demo.topology import QUEUES, Queues, dead_letter_queue
 from routing_demo.workers import WorkerGroup, WorkerNode
-
-
-def make_client(
-    broker_url: str,
-    backend_url: str,
-    queues: Queues = QUEUES,
-    app_cls: type[Celery] = Celery,
-    name: str = "routing_demo-client",
-) -> Celery:
-    """A client app with the project's configuration, bound to one vhost,
-    declaring ``queues`` (the workers' queue type). ``app_cls``
-    ``RoutingDemoCelery`` gives the shipped app's own sending (pipelined
-    batches, bounded publish).
-
-    A new app rather than ``routing_demo.celery_app``: that one keeps the
-    connection pool of whatever broker it first used.
-    """
-    app = app_cls(name, set_as_current=False)
-    app.config_from_object(DEFAULT_CONFIG_MODULE)
-    app.conf.update(
-        broker_url=broker_url,
-        result_backend=backend_url,
-        task_queues=queues.task_queues,
-        task_default_queue_type=queues.queue_type,
-    )
-    return app
 
 
 @dataclass
@@ -72,6 +46,21 @@ class Stack:
 
     def log(self, base: str) -> str:
         return self.workers.log_path(self.node(base)).read_text()
+
+
+def publishing_channels(stack: Stack) -> list[tuple[str | None, dict[str, Any]]]:
+    """The stack vhost's channels that published something, as the management
+    API reports them, each with the ``connection_name`` its connection gave
+    itself (``None``: it gave none)."""
+    named = {
+        connection["name"]: (connection.get("client_properties") or {}).get("connection_name")
+        for connection in stack.management.connections(stack.vhost)
+    }
+    return [
+        (named.get(channel["connection_details"]["name"]), channel)
+        for channel in stack.management.channels(stack.vhost)
+        if (channel.get("message_stats") or {}).get("publish")
+    ]
 
 
 class DeadLetters:

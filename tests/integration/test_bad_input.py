@@ -20,6 +20,7 @@ from celery.exceptions import NotRegistered
 from kombu import Producer
 from kombu.exceptions import ContentDisallowed, DecodeError
 
+from routing_demo.tasks import add, mul
 from routing_demo.testing.process import wait_until
 from routing_demo.topology import task_exchange, unroutable_queue
 
@@ -27,17 +28,15 @@ from .stack import DeadLetters, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("stack", ["redis"], indirect=True)]
 
-ADD = "routing_demo.tasks.add"
-
 
 @pytest.fixture(scope="module")
 def dead_letters(stack: Stack) -> DeadLetters:
     return DeadLetters(stack)
 
 
-def assert_still_serves(stack: Stack, base: str, task: str = ADD) -> None:
+def assert_still_serves(stack: Stack, base: str, task: str = add.name) -> None:
     result = stack.client.send_task(task, (20, 22))
-    assert result.get(timeout=30) == (42 if task == ADD else 20 * 22)
+    assert result.get(timeout=30) == (42 if task == add.name else 20 * 22)
     assert result.worker == stack.node(base).hostname
 
 
@@ -55,7 +54,7 @@ def publish_raw(
     unless ``celery_headers`` is false, in Celery's ``id`` header too.
     """
     task_id = str(uuid.uuid4())
-    headers = {"lang": "py", "task": ADD, "id": task_id, "root_id": task_id}
+    headers = {"lang": "py", "task": add.name, "id": task_id, "root_id": task_id}
     with stack.connection() as connection:
         Producer(connection.default_channel).publish(
             body,
@@ -81,7 +80,7 @@ class Trap:
 
 
 def test_when_wrong_argument_types_then_failure_names_the_argument(stack: Stack) -> None:
-    result = stack.client.send_task(ADD, ("a", None))
+    result = stack.client.send_task(add.name, ("a", None))
     with pytest.raises(TypeError, match=r"add\(\) takes numbers only: x='a' is str"):
         result.get(timeout=30)
     assert result.state == "FAILURE"
@@ -89,7 +88,7 @@ def test_when_wrong_argument_types_then_failure_names_the_argument(stack: Stack)
 
 
 def test_when_wrong_argument_count_then_failure_says_so(stack: Stack) -> None:
-    result = stack.client.send_task(ADD, (1, 2, 3))
+    result = stack.client.send_task(add.name, (1, 2, 3))
     with pytest.raises(TypeError, match="positional arguments but 3 were given"):
         result.get(timeout=30)
     assert_still_serves(stack, "add")
@@ -104,7 +103,7 @@ def test_when_task_unknown_then_failure_and_dead_letter(
     death = dead_letters.wait_for(result.id).headers["x-death"][0]
     assert (death["reason"], death["queue"]) == ("rejected", "default")
     assert "Received unregistered task of type 'routing_demo.tasks.nope'" in stack.log("default")
-    assert_still_serves(stack, "default", "routing_demo.tasks.mul")
+    assert_still_serves(stack, "default", mul.name)
 
 
 def test_when_body_is_pickled_then_never_unpickled_and_dead_lettered(
@@ -191,7 +190,7 @@ def test_when_message_uses_protocol_1_then_it_still_runs(stack: Stack) -> None:
     """Celery 5 still reads the old protocol (everything in the body, no
     ``task`` header): such a message is a valid task, not bad input."""
     task_id = str(uuid.uuid4())
-    body = json.dumps({"task": ADD, "id": task_id, "args": [4, 5], "kwargs": {}}).encode()
+    body = json.dumps({"task": add.name, "id": task_id, "args": [4, 5], "kwargs": {}}).encode()
     with stack.connection() as connection:
         Producer(connection.default_channel).publish(
             body,
@@ -207,7 +206,7 @@ def test_when_message_uses_protocol_1_then_it_still_runs(stack: Stack) -> None:
 
 
 def test_when_payload_is_10_mb_then_failure_message_stays_short(stack: Stack) -> None:
-    result = stack.client.send_task(ADD, ("x" * 10_000_000, 1))
+    result = stack.client.send_task(add.name, ("x" * 10_000_000, 1))
     with pytest.raises(TypeError, match=r"x='x+\.\.\.x+' is str") as raised:
         result.get(timeout=60)
     assert len(str(raised.value)) < 200
@@ -231,7 +230,7 @@ def test_when_routing_key_matches_no_queue_then_message_is_kept_as_unroutable(
 ) -> None:
     """A typo in an explicit routing key: RabbitMQ cannot route the message,
     and the task exchange's alternate exchange keeps it."""
-    result = stack.client.send_task(ADD, (1, 2), exchange=task_exchange.name, routing_key="ad")
+    result = stack.client.send_task(add.name, (1, 2), exchange=task_exchange.name, routing_key="ad")
     with stack.connection() as connection:
         queue = unroutable_queue(connection.default_channel)
         message = wait_until(

@@ -17,15 +17,15 @@ from celery import Celery, group
 from kombu import Queue
 
 from routing_demo.batch import BatchPublishFailed, pipelined, send_all
-from routing_demo.celery import RoutingDemoCelery
+from routing_demo.celery import RoutingDemoCelery, client_app
 from routing_demo.sent_state import SENT, install, writer_for
+from routing_demo.tasks import add, sub
 from routing_demo.topology import task_exchange
 
-from .stack import Stack, consumers_paused, make_client
+from .stack import Stack, consumers_paused
 
 pytestmark = pytest.mark.integration
 
-ADD, SUB = "routing_demo.tasks.add", "routing_demo.tasks.sub"
 #: Header fields that differ per call; every other header is Celery's own.
 PER_CALL_HEADERS = {"id", "root_id", "parent_id", "group", "group_index", "argsrepr", "kwargsrepr"}
 
@@ -33,8 +33,12 @@ PER_CALL_HEADERS = {"id", "root_id", "parent_id", "group", "group_index", "argsr
 @pytest.fixture
 def shipped_client(stack: Stack) -> Iterator[Celery]:
     """The stack's vhost and backend, through the shipped app class."""
-    app = make_client(
-        stack.broker_url, stack.backend_url, stack.queues, app_cls=RoutingDemoCelery, name="batch"
+    app = client_app(
+        stack.broker_url,
+        stack.backend_url,
+        queues=stack.queues,
+        name="batch",
+        app_cls=RoutingDemoCelery,
     )
     install(app)
     yield app
@@ -54,11 +58,14 @@ def drain(stack: Stack, queue: str) -> list:
 def test_when_a_group_is_sent_then_each_task_runs_on_its_queues_worker(
     stack: Stack, shipped_client: Celery
 ) -> None:
-    pairs = [(ADD if i % 2 == 0 else SUB, (i, 3)) for i in range(200)]
+    pairs = [(add.name if i % 2 == 0 else sub.name, (i, 3)) for i in range(200)]
     result = group(shipped_client.signature(name, args) for name, args in pairs).apply_async()
     values = result.get(timeout=60)
-    assert values == [x + y if name == ADD else x - y for name, (x, y) in pairs]
-    workers = {name: stack.node("add" if name == ADD else "sub").hostname for name in (ADD, SUB)}
+    assert values == [x + y if name == add.name else x - y for name, (x, y) in pairs]
+    workers = {
+        name: stack.node("add" if name == add.name else "sub").hostname
+        for name in (add.name, sub.name)
+    }
     for (name, _), child in zip(pairs, result.results, strict=True):
         assert child.worker == workers[name]
 
@@ -67,7 +74,7 @@ def test_when_send_all_stamps_messages_then_they_carry_celerys_own_headers(
     stack: Stack, shipped_client: Celery
 ) -> None:
     with consumers_paused(stack, "add"):
-        results = send_all(shipped_client.signature(ADD, (i, i)) for i in range(5))
+        results = send_all(shipped_client.signature(add.name, (i, i)) for i in range(5))
         messages = drain(stack, "add")
     assert [message.headers["id"] for message in messages] == [result.id for result in results]
     first, *stamped = messages
@@ -105,7 +112,7 @@ def test_when_a_queue_refuses_part_of_a_batch_then_the_error_names_the_rest(
     try:
         with pytest.raises(BatchPublishFailed, match=r"basic\.nack") as refused:
             send_all(
-                shipped_client.signature(ADD, (i, 1), queue=full.name, ignore_result=True)
+                shipped_client.signature(add.name, (i, 1), queue=full.name, ignore_result=True)
                 for i in range(20)
             )
         stored = drain(stack, full.name)
@@ -126,7 +133,7 @@ def test_when_a_pipelined_batch_is_confirmed_then_its_tasks_read_sent(
     backend = shipped_client.backend
     with consumers_paused(stack, "add"):
         with pipelined(shipped_client):
-            results = [shipped_client.send_task(ADD, (i, 1)) for i in range(50)]
+            results = [shipped_client.send_task(add.name, (i, 1)) for i in range(50)]
         assert writer_for(backend).flush()
         states = [backend.get_task_meta(result.id)["status"] for result in results]
     try:

@@ -22,6 +22,7 @@ from routing_demo.cli._common import EXIT_FAILED, EXIT_MISMATCH, EXIT_UNKNOWN
 from routing_demo.cli.definitions import render_definitions, topology_definitions
 from routing_demo.cli.model import read_topology
 from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.tasks import add
 from routing_demo.testing.process import wait_until
 from routing_demo.workers import pid_alive
 
@@ -149,7 +150,7 @@ def test_when_beat_runs_then_its_add_reaches_the_add_worker(running: Cli) -> Non
         message="beat did not send its add",
     )
     wait_until(
-        lambda: "routing_demo.tasks.add[" in log.read_text() and "succeeded" in log.read_text(),
+        lambda: f"{add.name}[" in log.read_text() and "succeeded" in log.read_text(),
         timeout=20,
         message="the add worker did not run beat's task",
     )
@@ -253,7 +254,7 @@ def test_when_a_task_is_sent_but_not_started_then_status_says_sent_not_unknown(
     code, status = cli.json("status", sent["id"])
     assert code == 0, status
     assert status["state"] == "SENT"
-    assert status["name"] == "routing_demo.tasks.add"
+    assert status["name"] == add.name
     assert "not started" in status["meaning"]
 
     code, unknown = cli.json("status", str(uuid.uuid4()))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from routing_demo.tasks import add
+
 pytestmark = pytest.mark.integration
 
 #: A configuration that sends ``add`` to the ``sub`` queue: the demo must notice.
@@ -64,5 +66,5 @@ def test_when_a_route_is_wrong_then_demo_reports_it_and_fails(
     )
     assert completed.returncode == 1, completed.stdout + completed.stderr
     wrong = [line for line in completed.stdout.splitlines() if "WRONG" in line]
-    assert wrong and all(line.startswith("routing_demo.tasks.add") for line in wrong)
+    assert wrong and all(line.startswith(add.name) for line in wrong)
     assert not list((tmp_path / "run").glob("*.pid")), "workers left running"

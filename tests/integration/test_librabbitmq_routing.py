@@ -20,12 +20,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from routing_demo.celery import client_app
 from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.tasks import add
 from routing_demo.testing.process import wait_until
+from routing_demo.topology import QUEUES
 from routing_demo.transports import LIBRABBITMQ_TRANSPORT, broker_transport_for
 from routing_demo.workers import WorkerGroup, worker_nodes
 
-from .stack import Stack, make_client
+from .stack import Stack
 from .test_routing import (
     test_when_consumers_paused_then_each_message_sits_in_its_own_queue,
     test_when_message_published_then_it_is_persistent_in_a_durable_queue,
@@ -98,9 +101,13 @@ def stack(
         },
         worker_options=WORKER_OPTIONS,
     )
-    client = make_client(broker_url, backend_url)
-    client.conf.broker_transport = broker_transport_for(broker_url)
-    client.conf.broker_transport_options = {}  # librabbitmq has no publisher confirms
+    client = client_app(
+        broker_url,
+        backend_url,
+        queues=QUEUES,
+        broker_transport=broker_transport_for(broker_url),
+        broker_transport_options={},  # librabbitmq has no publisher confirms
+    )
     workers.start()
     try:
         workers.wait_ready(client)
@@ -140,7 +147,7 @@ def test_when_stack_runs_then_broker_sees_only_librabbitmq_clients(
 ) -> None:
     """Every AMQP connection in the vhost (workers, their pidbox and result
     traffic, the client) announced rabbitmq-c, none py-amqp."""
-    stack.client.send_task("routing_demo.tasks.add", (1, 2)).get(timeout=30)
+    stack.client.send_task(add.name, (1, 2)).get(timeout=30)
     # The management API lists a connection once its statistics arrive (up
     # to a few seconds): poll until the vhost's connections show up.
     connections = wait_until(

@@ -23,6 +23,7 @@ import pytest
 
 from routing_demo.rabbitmq import ManagementAPI
 from routing_demo.tasks import add as add_task
+from routing_demo.tasks import sub
 from routing_demo.testing.process import wait_until
 from routing_demo.topology import dead_letter_queue
 from routing_demo.workers import WorkerGroup
@@ -30,7 +31,6 @@ from tests.slow_tasks import KILL_OWN_PROCESS
 
 from .conftest import TEST_WORKER_OPTIONS
 from .queue_types import (
-    SUB,
     queue_depth,
     queue_type_client,
     queue_type_env,
@@ -76,7 +76,7 @@ def test_when_only_the_add_worker_runs_on_quorum_then_a_delayed_sub_task_waits_i
             assert ("routing_demo", "sub", "#.sub") in routes
 
             sent_at = time.monotonic()
-            result = client.send_task(SUB, (7, 2), countdown=2)
+            result = client.send_task(sub.name, (7, 2), countdown=2)
             wait_until(
                 lambda: queue_depth(client, "sub")[0] == 1,
                 timeout=30,

@@ -20,10 +20,11 @@ import pytest
 from celery import Celery
 
 from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.tasks import add
 from routing_demo.testing.process import wait_until
 from routing_demo.workers import WorkerGroup, worker_nodes
 
-from .queue_types import ADD, queue_type_client, queue_type_env, running
+from .queue_types import queue_type_client, queue_type_env, running
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +108,7 @@ def test_when_every_kind_of_client_runs_then_no_transient_shared_queue_and_no_gl
             pongs = client.control.inspect(timeout=2).ping()
             assert set(pongs) == {node.hostname for node in nodes}
             # An rpc:// result client: its reply queue.
-            assert client.send_task(ADD, (2, 3)).get(timeout=30) == 5
+            assert client.send_task(add.name, (2, 3)).get(timeout=30) == 5
             # Beat sends too, and the events reach the receiver.
             wait_until(
                 lambda: "Sending due task" in workers.log_path(beat_node).read_text(),

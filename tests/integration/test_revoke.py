@@ -26,22 +26,22 @@ import pytest
 from celery import Celery, states
 from celery.result import AsyncResult
 
+from routing_demo.celery import client_app
 from routing_demo.cli._common import EXIT_OK, EXIT_UNKNOWN
 from routing_demo.polling import pid_alive, wait_until
 from routing_demo.rabbitmq import ManagementAPI
 from routing_demo.sent_state import SENT, install
-from routing_demo.topology import add_queue
+from routing_demo.tasks import add
+from routing_demo.topology import QUEUES, add_queue
 from routing_demo.workers import WorkerGroup, WorkerNode, worker_nodes
 from tests.slow_tasks import SLEEP_THEN_ADD, WRITE_MARKER
 
 from .conftest import TEST_WORKER_OPTIONS
-from .stack import make_client
 
 pytestmark = pytest.mark.integration
 
 #: The repository root, on the workers' ``PYTHONPATH`` for ``tests.slow_tasks``.
 ROOT = Path(__file__).parents[2]
-ADD = "routing_demo.tasks.add"
 #: Seconds a revoked task is held back (its countdown) or keeps the worker
 #: busy (a sleep ahead of it): well beyond one run of ``routes revoke``
 #: (start-up, then a ``query_task`` and a ``revoke`` broadcast of 1 s each).
@@ -158,7 +158,7 @@ def start_stack(
         env=env,
         worker_options=(*TEST_WORKER_OPTIONS, "--include=tests.slow_tasks"),
     )
-    app = make_client(broker_url, redis_url)
+    app = client_app(broker_url, redis_url, queues=QUEUES)
     install(app)
     markers = run_dir / "markers"
     markers.mkdir(parents=True)
@@ -281,7 +281,7 @@ def test_when_a_running_task_is_revoked_with_terminate_then_it_stops_and_reads_r
     assert running.state == states.REVOKED
     assert str(running.result) == "terminated"
     # The pool's only process was freed, not left sleeping: the next task runs now.
-    after = stack.app.send_task(ADD, (2, 2), queue=add_queue.name)
+    after = stack.app.send_task(add.name, (2, 2), queue=add_queue.name)
     assert after.get(timeout=TIMEOUT) == 4
     assert time.monotonic() - started < seconds
     log = stack.log()

@@ -17,6 +17,7 @@ from kombu import Queue
 
 from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import queue_counts
+from routing_demo.tasks import add, mul, sub
 from routing_demo.topology import TASK_QUEUES, dead_letter_queue, task_exchange, unroutable_queue
 
 from .conftest import STACKS, Stacks
@@ -32,11 +33,14 @@ def stack(request: pytest.FixtureRequest, stacks: Stacks) -> Stack:
     return stacks.get(request)
 
 
-ADD, SUB, MUL = "routing_demo.tasks.add", "routing_demo.tasks.sub", "routing_demo.tasks.mul"
 #: Which worker (by base name) must run each task: add and sub have routes,
 #: mul has none and so belongs to the default queue's ``-X add,sub`` worker.
-EXPECTED_WORKER = {ADD: "add", SUB: "sub", MUL: "default"}
-EXPECTED_VALUE = {ADD: lambda x, y: x + y, SUB: lambda x, y: x - y, MUL: lambda x, y: x * y}
+EXPECTED_WORKER = {add.name: "add", sub.name: "sub", mul.name: "default"}
+EXPECTED_VALUE = {
+    add.name: lambda x, y: x + y,
+    sub.name: lambda x, y: x - y,
+    mul.name: lambda x, y: x * y,
+}
 
 
 def queue_depths(stack: Stack) -> dict[str, tuple[int, int]]:
@@ -50,7 +54,7 @@ def test_when_tasks_sent_then_each_runs_on_its_queues_worker(stack: Stack) -> No
     sent = [
         (name, (i, 2 * i + 1), stack.client.send_task(name, (i, 2 * i + 1)))
         for i in range(8)
-        for name in (ADD, SUB, MUL)
+        for name in (add.name, sub.name, mul.name)
     ]
     for name, args, result in sent:
         assert result.get(timeout=30) == EXPECTED_VALUE[name](*args)
@@ -68,10 +72,10 @@ def test_when_tasks_sent_then_each_runs_on_its_queues_worker(stack: Stack) -> No
     }
     # Other tests share these workers (e.g. flaky's retries): only the three
     # tasks sent here are compared.
-    assert {base: names & {ADD, SUB, MUL} for base, names in totals.items()} == {
-        "add": {ADD},
-        "sub": {SUB},
-        "default": {MUL},
+    assert {base: names & {add.name, sub.name, mul.name} for base, names in totals.items()} == {
+        "add": {add.name},
+        "sub": {sub.name},
+        "default": {mul.name},
     }
 
 
@@ -95,9 +99,9 @@ def test_when_workers_run_then_each_consumes_exactly_its_selection(stack: Stack)
 def test_when_consumers_paused_then_each_message_sits_in_its_own_queue(stack: Stack) -> None:
     paused = {base: stack.node(base) for base in ("add", "sub", "default")}
     with consumers_paused(stack, *paused):
-        results = [stack.client.send_task(ADD, (1, 1)) for _ in range(3)]
-        results += [stack.client.send_task(SUB, (1, 1)) for _ in range(2)]
-        results += [stack.client.send_task(MUL, (1, 1))]
+        results = [stack.client.send_task(add.name, (1, 1)) for _ in range(3)]
+        results += [stack.client.send_task(sub.name, (1, 1)) for _ in range(2)]
+        results += [stack.client.send_task(mul.name, (1, 1))]
         assert queue_depths(stack) == {"add": (3, 0), "sub": (2, 0), "default": (1, 0)}
     assert [result.get(timeout=30) for result in results] == [2, 2, 2, 0, 0, 1]
     assert [result.worker for result in results] == [
@@ -160,13 +164,13 @@ def read_elsewhere(stack: Stack, task_id: str) -> dict[str, object]:
 
 @pytest.mark.parametrize("stack", ["redis"], indirect=True)
 def test_when_redis_backend_then_another_process_reads_state_by_id(stack: Stack) -> None:
-    result = stack.client.send_task(SUB, (10, 4))
+    result = stack.client.send_task(sub.name, (10, 4))
     assert result.get(timeout=30) == 6
     assert read_elsewhere(stack, result.id) == {
         "state": "SUCCESS",
         "result": 6,
         "worker": stack.node("sub").hostname,
-        "name": SUB,
+        "name": sub.name,
         "queue": "sub",
     }
 
@@ -175,7 +179,7 @@ def test_when_redis_backend_then_another_process_reads_state_by_id(stack: Stack)
 def test_when_rpc_backend_then_another_process_cannot_read_the_result(stack: Stack) -> None:
     """The documented limit of ``rpc://``: the result travels to the sender's
     reply queue, so any other process only ever sees PENDING."""
-    result = stack.client.send_task(SUB, (10, 4))
+    result = stack.client.send_task(sub.name, (10, 4))
     assert result.get(timeout=30) == 6
     assert read_elsewhere(stack, result.id)["state"] == "PENDING"
 
@@ -183,7 +187,7 @@ def test_when_rpc_backend_then_another_process_cannot_read_the_result(stack: Sta
 def test_when_message_published_then_it_is_persistent_in_a_durable_queue(stack: Stack) -> None:
     """Peek at a message while it sits in ``add``: delivery mode 2 (persistent)."""
     with consumers_paused(stack, "add"):
-        result = stack.client.send_task(ADD, (2, 3))
+        result = stack.client.send_task(add.name, (2, 3))
         with stack.connection() as connection:
             queue = Queue("add", channel=connection.default_channel)
             message = wait_until(

@@ -17,19 +17,18 @@ import pytest
 from routing_demo.backends import RESULT_CONNECTION_NAME
 from routing_demo.events import EVENT_CONNECTION_NAME
 from routing_demo.polling import wait_until
+from routing_demo.tasks import add
 
-from .stack import Stack
+from .stack import Stack, publishing_channels
 
 pytestmark = pytest.mark.integration
-
-ADD = "routing_demo.tasks.add"
 
 
 @pytest.mark.parametrize("stack", ["rpc"], indirect=True)
 def test_when_a_task_runs_then_its_caller_sees_started_then_success(stack: Stack) -> None:
     """``task_track_started`` stays: STARTED travels to the reply queue too."""
     states: list[str] = []
-    result = stack.client.send_task(ADD, (2, 3))
+    result = stack.client.send_task(add.name, (2, 3))
     assert result.get(timeout=30, on_message=lambda meta: states.append(meta["status"])) == 5
     assert states == ["STARTED", "SUCCESS"]
 
@@ -38,18 +37,13 @@ def _publishing_channels(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[
     """The vhost's channels that published something: (result connections',
     others'), leaving out the workers' task events (``routing_demo.events``:
     transient, and unconfirmed for the same reason)."""
-    named = {
-        connection["name"]: (connection.get("client_properties") or {}).get("connection_name")
-        for connection in stack.management.connections(stack.vhost)
-    }
-    results, others = [], []
-    for channel in stack.management.channels(stack.vhost):
-        if not (channel.get("message_stats") or {}).get("publish"):
-            continue
-        owner = named.get(channel["connection_details"]["name"])
-        if owner == EVENT_CONNECTION_NAME:
-            continue
-        (results if owner == RESULT_CONNECTION_NAME else others).append(channel)
+    channels = publishing_channels(stack)
+    results = [channel for owner, channel in channels if owner == RESULT_CONNECTION_NAME]
+    others = [
+        channel
+        for owner, channel in channels
+        if owner not in (RESULT_CONNECTION_NAME, EVENT_CONNECTION_NAME)
+    ]
     return results, others
 
 
@@ -57,7 +51,7 @@ def _publishing_channels(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[
 def test_when_a_worker_publishes_results_then_the_broker_confirms_none_but_every_task(
     stack: Stack,
 ) -> None:
-    sent = [stack.client.send_task(ADD, (i, i)) for i in range(5)]
+    sent = [stack.client.send_task(add.name, (i, i)) for i in range(5)]
     assert [result.get(timeout=30) for result in sent] == [2 * i for i in range(5)]
 
     def sampled() -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:

@@ -10,25 +10,19 @@ from collections.abc import Callable, Iterator
 import pytest
 from celery import Celery
 
+from routing_demo.celery import client_app
 from routing_demo.polling import wait_until
 from routing_demo.sent_state import SENT, SENT_ID_PREFIX, install, sent_record, writer_for
+from routing_demo.tasks import add
 
 pytestmark = pytest.mark.integration
-
-ADD = "routing_demo.tasks.add"
-
-
-def make_app(name: str, broker_url: str, redis_url: str) -> Celery:
-    app = Celery(name, set_as_current=False)
-    app.config_from_object("routing_demo.conf.celeryconfig")
-    app.conf.update(broker_url=broker_url, result_backend=redis_url)
-    return app
 
 
 @pytest.fixture
 def apps(vhost_factory: Callable[[str], str], redis_url: str) -> Iterator[tuple[Celery, Celery]]:
     url = vhost_factory("sent-state")
-    recording, other = make_app("recording", url, redis_url), make_app("other", url, redis_url)
+    recording = client_app(url, redis_url, name="recording")
+    other = client_app(url, redis_url, name="other")
     install(recording)
     yield recording, other
     for app in (recording, other):
@@ -39,13 +33,13 @@ def test_when_two_apps_publish_then_only_the_installing_apps_tasks_read_sent(
     apps: tuple[Celery, Celery],
 ) -> None:
     recording, other = apps
-    own = recording.send_task(ADD, (1, 2))
-    foreign = other.send_task(ADD, (3, 4))
+    own = recording.send_task(add.name, (1, 2))
+    foreign = other.send_task(add.name, (3, 4))
     # The records are written by a thread of their own, soon after the send.
     assert writer_for(recording.backend).flush()
     try:
         meta = recording.backend.get_task_meta(own.id)
-        assert (meta["status"], meta["name"], meta["routing_key"]) == (SENT, ADD, "add")
+        assert (meta["status"], meta["name"], meta["routing_key"]) == (SENT, add.name, "add")
         assert recording.backend.get_task_meta(foreign.id)["status"] == "PENDING"
     finally:
         recording.backend.forget(own.id)
@@ -56,7 +50,7 @@ def test_when_the_app_already_published_then_installing_says_it_is_too_late(
     apps: tuple[Celery, Celery],
 ) -> None:
     _, other = apps
-    sent = other.send_task(ADD, (5, 6))
+    sent = other.send_task(add.name, (5, 6))
     with pytest.raises(RuntimeError, match="before 'other' publishes anything"):
         install(other)
     other.backend.forget(sent.id)
@@ -67,7 +61,7 @@ def test_when_the_result_expired_then_the_record_of_the_send_remains(
 ) -> None:
     recording, _ = apps
     recording.conf.result_expires = 1
-    sent = recording.send_task(ADD, (7, 8))
+    sent = recording.send_task(add.name, (7, 8))
     assert writer_for(recording.backend).flush()
     try:
         assert recording.backend.get_task_meta(sent.id)["status"] == SENT

@@ -11,7 +11,7 @@ from kombu import Connection, Queue
 
 from routing_demo.local_services import redis_check
 from routing_demo.polling import pid_alive
-from routing_demo.rabbitmq import ManagementAPI
+from routing_demo.rabbitmq import ManagementAPI, vhost_url
 from routing_demo.testing.ports import free_ports
 from routing_demo.testing.session_services import (
     BROKER_ENV,
@@ -42,7 +42,7 @@ def test_when_nothing_answers_then_private_services_start_serve_and_stop(tmp_pat
         management = ManagementAPI(services.environment()[MANAGEMENT_ENV])
         vhost = f"fallback-{uuid.uuid4().hex[:8]}"
         management.create_vhost(vhost)
-        with Connection(f"{services.broker_url}/{vhost}") as connection:
+        with Connection(vhost_url(services.broker_url, vhost)) as connection:
             Queue("fallback", channel=connection.default_channel).declare()
         assert [queue["name"] for queue in management.queues(vhost)] == ["fallback"]
         redis_check(services.redis_url)

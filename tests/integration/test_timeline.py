@@ -24,20 +24,21 @@ from typing import Any
 import pytest
 from celery import states
 
+from routing_demo.celery import client_app
 from routing_demo.events import EVENT_CONNECTION_NAME
 from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import ManagementAPI
 from routing_demo.sent_state import SENT
 from routing_demo.sent_state import install as install_sent_state
+from routing_demo.tasks import flaky
 from routing_demo.topology import QUEUES, task_exchange
 from routing_demo.workers import WorkerGroup, worker_nodes
 
 from .conftest import TEST_WORKER_OPTIONS
-from .stack import Stack, consumers_paused, make_client
+from .stack import Stack, consumers_paused, publishing_channels
 
 pytestmark = pytest.mark.integration
 
-FLAKY = "routing_demo.tasks.flaky"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Seconds a follower may take at most: three retries wait 1 + 2 + 4 s.
 FOLLOW_TIMEOUT = 60
@@ -62,7 +63,7 @@ def events_stack(
         },
         worker_options=(*TEST_WORKER_OPTIONS, "--events"),
     )
-    client = make_client(broker_url, redis_url)
+    client = client_app(broker_url, redis_url, queues=QUEUES)
     install_sent_state(client)  # a waiting task reads SENT, as the CLI's do
     vhost = broker_url.rsplit("/", 1)[1]
     stack = Stack("redis", broker_url, redis_url, vhost, client, workers, management)
@@ -145,7 +146,7 @@ def test_when_flaky_2_is_followed_from_before_it_starts_then_every_change_shows(
     stack = events_stack
     # The task waits in its queue while the follower attaches: it reads SENT.
     with consumers_paused(stack, "default"):
-        result = stack.client.send_task(FLAKY, (2,))
+        result = stack.client.send_task(flaky.name, (2,))
         wait_until(
             lambda: stack.client.backend.get_task_meta(result.id)["status"] == SENT,
             timeout=30,
@@ -214,7 +215,7 @@ def test_when_the_task_already_ended_then_following_prints_its_end_at_once(
     events_stack: Stack,
 ) -> None:
     stack = events_stack
-    result = stack.client.send_task(FLAKY, (0,))
+    result = stack.client.send_task(flaky.name, (0,))
     assert result.get(timeout=30) == 1
     code, lines, stderr = Follower(stack, "status", result.id, "--follow").finish()
     assert code == 0, stderr
@@ -243,21 +244,13 @@ def _publishing_channels(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[
     task publishers'). Task publishers are the other channels without a
     consumer: the client's and the worker's pool process's producers (a
     control client's channel, which also consumes its replies, is neither)."""
-    event_connections = {
-        connection["name"]
-        for connection in stack.management.connections(stack.vhost)
-        if (connection.get("client_properties") or {}).get("connection_name")
-        == EVENT_CONNECTION_NAME
-    }
-    events, others = [], []
-    for channel in stack.management.channels(stack.vhost):
-        if not (channel.get("message_stats") or {}).get("publish"):
-            continue
-        owner = channel["connection_details"]["name"]
-        if owner in event_connections:
-            events.append(channel)
-        elif not channel.get("consumer_count"):
-            others.append(channel)
+    channels = publishing_channels(stack)
+    events = [channel for owner, channel in channels if owner == EVENT_CONNECTION_NAME]
+    others = [
+        channel
+        for owner, channel in channels
+        if owner != EVENT_CONNECTION_NAME and not channel.get("consumer_count")
+    ]
     return events, others
 
 
@@ -267,7 +260,7 @@ def test_when_workers_send_events_then_the_broker_confirms_none_but_every_task(
     """The broker's own record: the workers' event channels are not in confirm
     mode, while task publishes (the client's, and the worker's retries) are."""
     stack = events_stack
-    result = stack.client.send_task(FLAKY, (1,))
+    result = stack.client.send_task(flaky.name, (1,))
     assert result.get(timeout=30) == 2
 
     def sampled() -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:

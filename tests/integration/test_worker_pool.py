@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from routing_demo.tasks import add
+
 from .stack import Stack
 
 pytestmark = pytest.mark.integration
-
-ADD = "routing_demo.tasks.add"
 
 
 def pool_stats(stack: Stack, base: str) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def test_when_tasks_run_then_the_pool_arms_no_time_limit_and_keeps_its_processes
     stack: Stack,
 ) -> None:
     before = pool_stats(stack, "add")
-    sent = [stack.client.send_task(ADD, (i, 1)) for i in range(20)]
+    sent = [stack.client.send_task(add.name, (i, 1)) for i in range(20)]
     assert [result.get(timeout=30) for result in sent] == [i + 1 for i in range(20)]
     after = pool_stats(stack, "add")
     # A time limit would arm a timer per task in the worker's main process.

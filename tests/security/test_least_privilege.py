@@ -22,7 +22,9 @@ import requests
 from celery import Celery
 from kombu import Connection
 
+from routing_demo.celery import client_app
 from routing_demo.security import BROKER_PASSWORD_FILE, broker_password_from_file
+from routing_demo.tasks import add, mul, sub
 from routing_demo.testing.process import wait_until
 from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
 from routing_demo.workers import pid_alive, worker_nodes
@@ -209,12 +211,11 @@ def app_run(
         env.update(CELERY_BROKER_URL=app_broker.url(password=None))
         env[BROKER_PASSWORD_FILE] = str(secret)
     cli = Cli(env)
-    app = Celery("routing_demo", set_as_current=False)
-    app.config_from_object("routing_demo.conf.celeryconfig")
-    app.conf.update(
-        broker_url=env["CELERY_BROKER_URL"],
+    app = client_app(
+        env["CELERY_BROKER_URL"],
+        backend,
+        name="routing_demo",
         broker_password=broker_password_from_file(env["CELERY_BROKER_URL"], env),
-        result_backend=backend,
     )
     started = cli(
         "routes", "workers", "start", "--suffix", SUFFIX, "-P", "solo", "-l", "DEBUG",
@@ -258,9 +259,9 @@ def test_when_the_app_user_sends_through_the_cli_then_the_task_runs_on_its_worke
 @pytest.mark.parametrize(
     ("task", "result", "worker"),
     [
-        ("routing_demo.tasks.add", 9, "add"),
-        ("routing_demo.tasks.sub", 3, "sub"),
-        ("routing_demo.tasks.mul", 18, "default"),  # no route: the default queue
+        (add.name, 9, "add"),
+        (sub.name, 3, "sub"),
+        (mul.name, 18, "default"),  # no route: the default queue
     ],
 )
 def test_when_a_client_sends_tasks_as_the_app_user_then_each_runs_on_its_queues_worker(

@@ -11,7 +11,6 @@ from routing_demo.bench import stats
 from routing_demo.bench.runner import (
     FULL,
     QUICK,
-    _vhost_url,
     merge_rounds,
     plan,
     queue_placement,
@@ -264,20 +263,6 @@ def test_when_variant_is_classic_then_a_quorum_value_in_the_shell_does_not_leak(
     assert settings["task_default_queue_type"] == "classic"
     assert all(
         "x-queue-type" not in (queue.queue_arguments or {}) for queue in settings["task_queues"]
-    )
-
-
-def test_when_broker_is_a_cluster_list_then_every_node_gets_the_vhost():
-    url = _vhost_url(
-        "pyamqp://u:p@127.0.0.1:5681; pyamqp://u:p@127.0.0.1:5682;pyamqp://u:p@127.0.0.1:5683",
-        "pyamqp",
-        "bench-x-celery-quorum",
-    )
-    assert url.split(";") == [
-        f"pyamqp://u:p@127.0.0.1:{port}/bench-x-celery-quorum" for port in (5681, 5682, 5683)
-    ]
-    assert (
-        _vhost_url("pyamqp://127.0.0.1", "pyamqp", "v") == "pyamqp://guest:guest@127.0.0.1:5672/v"
     )
 
 

@@ -32,6 +32,7 @@ from routing_demo.cli.revoke_cmd import explain as explain_revoke
 from routing_demo.cli.tasks_cmd import describe_state
 from routing_demo.cli.verify import verify_topology
 from routing_demo.cli.workers_cmd import split_per_node
+from routing_demo.tasks import add, sub
 from routing_demo.topology import (
     QUEUE_TYPE_ENV,
     TASK_QUEUES,
@@ -113,8 +114,8 @@ def test_when_showing_topology_as_text_then_it_names_exchanges_queues_and_routes
 @pytest.mark.parametrize(
     ("task", "exchange"),
     [
-        ("routing_demo.tasks.add", "routing_demo"),
-        ("routing_demo.tasks.sub", "routing_demo"),
+        (add.name, "routing_demo"),
+        (sub.name, "routing_demo"),
         ("mul", "routing_demo"),
     ],
 )
@@ -682,7 +683,7 @@ def test_when_a_worker_holds_the_revoked_task_then_revoke_says_where(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     task_id = "b" * 32
-    info = {"name": "routing_demo.tasks.add", "delivery_info": {"routing_key": "add"}}
+    info = {"name": add.name, "delivery_info": {"routing_key": "add"}}
     control = StubControl({"add@host": {task_id: ["scheduled", info]}}, ["add@host", "sub@host"])
     monkeypatch.setattr(celery_app, "control", control)
     result = invoke("revoke", task_id, "--json")
@@ -691,7 +692,7 @@ def test_when_a_worker_holds_the_revoked_task_then_revoke_says_where(
     assert document["acknowledged_by"] == ["add@host", "sub@host"]
     (task,) = document["tasks"]
     assert task["held_by"] == [{"worker": "add@host", "as": "scheduled"}]
-    assert task["name"] == "routing_demo.tasks.add"
+    assert task["name"] == add.name
     assert task["known"] is True
 
 

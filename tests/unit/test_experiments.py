@@ -16,7 +16,7 @@ from kombu.common import Broadcast
 from routing_demo.experiments import lab
 from routing_demo.experiments.catalogue import EXPERIMENTS
 from routing_demo.experiments.cli import experiment
-from routing_demo.experiments.lab import Outcome, QueueCounters, vhost_url, wait_until
+from routing_demo.experiments.lab import Outcome, QueueCounters, wait_until
 from routing_demo.experiments.quorum import _delay_queues
 from routing_demo.experiments.report import render_markdown, render_text, write_report
 
@@ -102,11 +102,6 @@ def test_when_experiment_tasks_registered_then_names_match_the_drivers() -> None
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert {lab.CLEAR_CACHE, lab.HOLD, lab.RECORD} <= set(names)
-
-
-def test_when_vhost_replaced_then_credentials_and_host_stay() -> None:
-    assert vhost_url("pyamqp://u:p@rabbit:5672//", "exp-1") == "pyamqp://u:p@rabbit:5672/exp-1"
-    assert vhost_url("pyamqp://u:p@rabbit", "x") == "pyamqp://u:p@rabbit/x"
 
 
 def test_when_never_done_then_wait_until_names_what_and_last_value() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from routing_demo import celery_app
+from routing_demo.tasks import add, mul, sub
 from routing_demo.topology import TASK_QUEUES, default_queue, task_exchange, worker_selections
 from routing_demo.workers import worker_nodes
 
@@ -12,9 +13,9 @@ from routing_demo.workers import worker_nodes
 @pytest.mark.parametrize(
     ("task_name", "queue_name"),
     [
-        ("routing_demo.tasks.add", "add"),
-        ("routing_demo.tasks.sub", "sub"),
-        ("routing_demo.tasks.mul", "default"),
+        (add.name, "add"),
+        (sub.name, "sub"),
+        (mul.name, "default"),
         ("some.other.task", "default"),
     ],
 )
@@ -47,9 +48,9 @@ def published(task_name: str, **options: object) -> tuple[str, str]:
 @pytest.mark.parametrize(
     ("task_name", "routing_key"),
     [
-        ("routing_demo.tasks.add", "add"),
-        ("routing_demo.tasks.sub", "sub"),
-        ("routing_demo.tasks.mul", "default"),
+        (add.name, "add"),
+        (sub.name, "sub"),
+        (mul.name, "default"),
     ],
 )
 def test_when_task_sent_then_published_through_the_task_exchange(
@@ -60,15 +61,15 @@ def test_when_task_sent_then_published_through_the_task_exchange(
 
 
 def test_when_queue_overridden_then_its_routing_key_is_used() -> None:
-    assert published("routing_demo.tasks.add", queue="sub") == (task_exchange.name, "sub")
+    assert published(add.name, queue="sub") == (task_exchange.name, "sub")
 
 
 def test_when_routing_key_overridden_then_it_is_used_on_the_task_exchange() -> None:
-    assert published("routing_demo.tasks.add", routing_key="ad") == (task_exchange.name, "ad")
+    assert published(add.name, routing_key="ad") == (task_exchange.name, "ad")
 
 
 def test_when_option_names_a_queue_then_it_beats_the_route() -> None:
-    route = celery_app.amqp.router.route({"queue": "sub"}, "routing_demo.tasks.add", (1, 2), {})
+    route = celery_app.amqp.router.route({"queue": "sub"}, add.name, (1, 2), {})
     assert route["queue"].name == "sub"
 
 
@@ -76,7 +77,7 @@ def test_when_route_names_undeclared_queue_then_router_refuses() -> None:
     from celery.exceptions import QueueNotFound
 
     with pytest.raises(QueueNotFound):
-        celery_app.amqp.router.route({"queue": "typo"}, "routing_demo.tasks.add", (), {})
+        celery_app.amqp.router.route({"queue": "typo"}, add.name, (), {})
 
 
 def test_when_every_route_resolves_then_it_names_a_declared_queue() -> None:

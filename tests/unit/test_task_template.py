@@ -15,8 +15,7 @@ from celery.signals import before_task_publish
 from kombu.utils.json import dumps, loads
 
 from routing_demo.task_template import Published, TaskTemplates
-
-ADD = "routing_demo.tasks.add"
+from routing_demo.tasks import add
 
 
 @pytest.fixture
@@ -29,7 +28,7 @@ def app() -> Iterator[Celery]:
 
 def celery_message(app: Celery, args: tuple) -> Published:
     """What Celery would publish for ``add(*args)``."""
-    headers, properties, body, _ = app.amqp.create_task_message("first-id", ADD, args, {})
+    headers, properties, body, _ = app.amqp.create_task_message("first-id", add.name, args, {})
     message = Message(
         dumps(body).encode(),
         content_type="application/json",
@@ -43,8 +42,8 @@ def celery_message(app: Celery, args: tuple) -> Published:
 
 def test_when_options_only_differ_per_call_then_the_send_has_a_template_key(app: Celery) -> None:
     templates = TaskTemplates(app)
-    first = templates.key(ADD, {"task_id": "a", "ignore_result": False, "countdown": None})
-    again = templates.key(ADD, {"task_id": "b", "ignore_result": False, "group_id": "g"})
+    first = templates.key(add.name, {"task_id": "a", "ignore_result": False, "countdown": None})
+    again = templates.key(add.name, {"task_id": "b", "ignore_result": False, "group_id": "g"})
     assert first is not None
     assert first == again
 
@@ -64,14 +63,14 @@ def test_when_options_only_differ_per_call_then_the_send_has_a_template_key(app:
 def test_when_an_option_changes_more_than_the_per_call_fields_then_celery_sends_it(
     app: Celery, options: dict
 ) -> None:
-    assert TaskTemplates(app).key(ADD, options) is None
+    assert TaskTemplates(app).key(add.name, options) is None
 
 
 def test_when_a_router_function_may_route_on_arguments_then_nothing_is_stamped(
     app: Celery,
 ) -> None:
     app.conf.task_routes = [lambda name, args, kwargs, options, task=None, **kw: None]
-    assert TaskTemplates(app).key(ADD, {}) is None
+    assert TaskTemplates(app).key(add.name, {}) is None
 
 
 def test_when_before_task_publish_has_a_receiver_then_nothing_is_stamped(app: Celery) -> None:
@@ -80,7 +79,7 @@ def test_when_before_task_publish_has_a_receiver_then_nothing_is_stamped(app: Ce
 
     before_task_publish.connect(rewrite, weak=False)
     try:
-        assert TaskTemplates(app).key(ADD, {}) is None
+        assert TaskTemplates(app).key(add.name, {}) is None
     finally:
         before_task_publish.disconnect(rewrite)
 
@@ -89,7 +88,7 @@ def test_when_stamped_then_only_the_per_call_fields_differ_from_celerys_message(
     app: Celery,
 ) -> None:
     templates = TaskTemplates(app)
-    key = templates.key(ADD, {})
+    key = templates.key(add.name, {})
     templates.learn(key, celery_message(app, (1, 2)))
     stamped = templates.stamp(key, (7, 8), {}, {"task_id": "next-id", "group_id": "g"})
     assert stamped is not None
