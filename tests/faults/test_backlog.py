@@ -31,6 +31,7 @@ import pytest
 from celery import Celery
 
 from routing_demo.batch import send_all
+from routing_demo.tasks import add
 from routing_demo.testing.checks import queue_counts
 from routing_demo.testing.ledger import Ledger
 from routing_demo.testing.process import wait_until
@@ -38,7 +39,7 @@ from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
 from routing_demo.topology import add_queue
 from routing_demo.workers import WorkerNode
 
-from .conftest import ADD, show
+from .conftest import show
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
 
@@ -123,7 +124,7 @@ def test_backlog_when_a_million_tasks_wait_then_memory_stays_flat_and_each_runs_
     sent = 0
     while sent < BACKLOG_TASKS:
         count = min(CHUNK, BACKLOG_TASKS - sent)
-        results = send_all(shipped_app.signature(ADD, (sent + i, 1)) for i in range(count))
+        results = send_all(shipped_app.signature(add.name, (sent + i, 1)) for i in range(count))
         ledger.sent(result.id for result in results)
         sent += count
         assert time.monotonic() - began < FILL_DEADLINE, f"filled {sent} in {FILL_DEADLINE}s"

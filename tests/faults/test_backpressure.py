@@ -20,6 +20,7 @@ from celery import Celery
 
 from routing_demo.batch import BatchPublishFailed, send_all
 from routing_demo.publish import BrokerBlocked, PublishFailed
+from routing_demo.tasks import add
 from routing_demo.testing.checks import queue_counts, wait_for_log_count
 from routing_demo.testing.ledger import Ledger
 from routing_demo.testing.process import wait_until
@@ -27,7 +28,7 @@ from routing_demo.testing.rabbitmq import PrivateRabbitMQNode
 from routing_demo.topology import QUEUE_MAX_LENGTH_ENV, add_queue, build_queues
 from routing_demo.workers import WorkerNode
 
-from .conftest import ADD, RUN_TIMEOUT, show
+from .conftest import RUN_TIMEOUT, show
 
 pytestmark = pytest.mark.integration
 
@@ -91,20 +92,20 @@ def client(shipped_app: Celery) -> Celery:
 def test_when_the_broker_blocks_publishers_then_a_send_fails_within_its_bound_and_is_not_stored(
     broker_node: PrivateRabbitMQNode, client: Celery, ledger: Ledger
 ) -> None:
-    client.send_task(ADD, (0, 0))  # a connection that has published already
+    client.send_task(add.name, (0, 0))  # a connection that has published already
     before = queue_counts(client, add_queue.name).messages
     task_id = str(uuid.uuid4())
     with memory_alarm(broker_node):
         began = time.monotonic()
         with pytest.raises(BrokerBlocked) as blocked:
-            client.send_task(ADD, (1, 1), task_id=task_id)
+            client.send_task(add.name, (1, 1), task_id=task_id)
         waited = time.monotonic() - began
         ledger.refused([task_id])
     # It waited for the alarm to clear, up to its deadline and not forever.
     assert BOUND <= waited < BOUND + SLACK
     assert blocked.value.reason == "low on memory"
     assert str(blocked.value).startswith(
-        f"{ADD} not sent: RabbitMQ is blocking publishers (low on memory"
+        f"{add.name} not sent: RabbitMQ is blocking publishers (low on memory"
     )
     settled(broker_node)
     # Not stored, then or once the alarm cleared.
@@ -121,7 +122,7 @@ def test_when_the_alarm_clears_while_a_send_waits_then_it_returns_confirmed(
 
     def send() -> None:
         try:
-            outcome["returned"] = client.send_task(ADD, (2, 2)).id
+            outcome["returned"] = client.send_task(add.name, (2, 2)).id
         except PublishFailed as exc:
             outcome["raised"] = exc
 
@@ -150,7 +151,7 @@ def test_when_the_broker_blocks_a_batch_then_it_names_the_tasks_not_stored(
         memory_alarm(broker_node),
         pytest.raises(BatchPublishFailed, match="blocking publishers") as failed,
     ):
-        send_all(client.signature(ADD, (i, 1)) for i in range(200))
+        send_all(client.signature(add.name, (i, 1)) for i in range(200))
     settled(broker_node)
     assert failed.value.task_ids
     assert None not in failed.value.task_ids
@@ -161,7 +162,7 @@ def test_when_the_broker_blocks_a_batch_then_it_names_the_tasks_not_stored(
 def test_when_a_worker_starts_during_an_alarm_then_it_consumes_and_logs_the_alarm_once(
     broker_node: PrivateRabbitMQNode, client: Celery, local_worker_factory, ledger: Ledger
 ) -> None:
-    ids = [client.send_task(ADD, (i, i)).id for i in range(30)]
+    ids = [client.send_task(add.name, (i, i)).id for i in range(30)]
     ledger.sent(ids)
     with memory_alarm(broker_node):
         worker = local_worker_factory(WorkerNode("add", "-Q", add_queue.name), concurrency=1)
@@ -190,10 +191,10 @@ def test_when_a_capped_queue_is_full_then_a_send_is_refused_naming_it_and_nothin
         channel.queue_delete(add_queue.name)  # declared uncapped by earlier tests
         capped.add(channel).declare()
     try:
-        ledger.sent([client.send_task(ADD, (i, i)).id for i in range(cap)])
+        ledger.sent([client.send_task(add.name, (i, i)).id for i in range(cap)])
         refused_id = str(uuid.uuid4())
         with pytest.raises(PublishFailed) as refused:
-            client.send_task(ADD, (9, 9), task_id=refused_id)
+            client.send_task(add.name, (9, 9), task_id=refused_id)
         ledger.refused([refused_id])
         assert (
             f"Queue 'add' holds {cap} messages, at most {cap} (x-max-length, x-overflow "
@@ -212,7 +213,7 @@ def test_when_a_capped_queue_is_full_then_a_send_is_refused_naming_it_and_nothin
         assert report.lost == frozenset()
         assert refused_id not in ledger.runs()
         # Room again: the next send is taken.
-        ledger.sent([client.send_task(ADD, (7, 7)).id])
+        ledger.sent([client.send_task(add.name, (7, 7)).id])
         assert ledger.wait_for(timeout=RUN_TIMEOUT).lost == frozenset()
     finally:
         # The next test gets the queue as the shipped topology declares it.

@@ -139,9 +139,15 @@ def test_when_broker_is_down_at_worker_start_then_worker_waits_and_publishes_wai
     publisher.start()
     # A worker started now waits for the broker, and says so.
     worker = local_worker_factory(WorkerNode("add", "-Q", add_queue.name))
-    # A client without a connection gets a clear error within seconds.
+    # A client without a connection gets a clear error. Its retry policy is
+    # short here: the project's retries a refused connection for about 60 s.
     client = RoutingDemoSetup.create_setup_app(
-        {"broker_url": broker_node.url, "result_backend": app.conf.result_backend}, "client"
+        {
+            "broker_url": broker_node.url,
+            "result_backend": app.conf.result_backend,
+            "task_publish_retry_policy": {"max_retries": 2, "interval_step": 1},
+        },
+        "client",
     )
     refused_id = str(uuid.uuid4())
     with pytest.raises(OperationalError, match="Connection refused"):
