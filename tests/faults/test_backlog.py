@@ -4,8 +4,9 @@ worker drains it. Memory must stay flat, and every task must run once.
 Filling goes through ``send_all`` (pipelined publisher confirms), in chunks:
 a few minutes, not hours. The tasks ignore their results, as a bulk
 producer's would. Then one ``add`` worker as shipped (prefork, one process per
-core) drains the queue while the ledger counts what ran. The broker's and the worker's resident memory (RSS, the worker's pool processes
-included) are sampled all along.
+core) drains the queue while the ledger counts what ran. The broker's and
+the worker's resident memory (RSS, the worker's pool processes included) are
+sampled all along.
 
 The queue is *lazy* on this node (a policy): RabbitMQ 3.x keeps a classic
 queue's messages in memory until it runs short, where 4.x classic queues
