@@ -28,13 +28,29 @@ from celery import Celery, bootsteps
 
 from .rabbitmq import ManagementAPI
 
-__all__ = ["PROBE_ROUTING_KEY", "Alarm", "AlarmWatch", "WatchAlarms", "broker_alarms"]
+__all__ = [
+    "PROBE_ROUTING_KEY",
+    "WATCH_CONNECTION_NAME",
+    "Alarm",
+    "AlarmWatch",
+    "WatchAlarms",
+    "broker_alarms",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Routing key of the one empty message a watch publishes to the default
 #: exchange: no queue has this name, so RabbitMQ drops it.
 PROBE_ROUTING_KEY = "routing_demo.alarm-watch"
+
+#: The name a watch's connection gives itself (AMQP client property
+#: ``connection_name``): the management UI tells it from the app's own.
+WATCH_CONNECTION_NAME = "routing_demo alarm watch"
+#: A watch's connection: named, and without publisher confirms.
+WATCH_TRANSPORT_OPTIONS: dict[str, Any] = {
+    "confirm_publish": False,
+    "client_properties": {"connection_name": WATCH_CONNECTION_NAME},
+}
 
 #: Seconds between two probes of a watch: how late an alarm may be logged.
 PROBE_INTERVAL = 2.0
@@ -92,7 +108,7 @@ class AlarmWatch(threading.Thread):
 
     def _watch(self) -> None:
         # No confirms: a confirmed probe would wait for an alarm to clear.
-        with self.app.connection_for_write(transport_options={"confirm_publish": False}) as conn:
+        with self.app.connection_for_write(transport_options=WATCH_TRANSPORT_OPTIONS) as conn:
             conn.ensure_connection(max_retries=1)
             raw = conn.connection
             if not hasattr(raw, "blocked_reason"):

@@ -110,6 +110,8 @@ class EventDispatcher(CeleryEventDispatcher):
                 **connection.transport_options,
                 **EVENT_TRANSPORT_OPTIONS,
             }
+        #: Events dropped because RabbitMQ blocked their connection.
+        self.dropped_while_blocked = 0
         #: (task id, origin) of the request created last (``note_received``).
         self._received: tuple[str, dict[str, Any]] | None = None
         self._event_producer_pool: ProducerPool | None = None
@@ -144,9 +146,29 @@ class EventDispatcher(CeleryEventDispatcher):
     ) -> Any:
         connection = producer.connection if producer is not None else None
         if connection is None or not confirms(connection):
-            return super()._publish(event, producer, routing_key, *args, **kwargs)
+            return self._publish_unless_blocked(event, producer, routing_key, *args, **kwargs)
         with self.event_producer_pool.acquire(block=True) as unconfirmed:
-            return super()._publish(event, unconfirmed, routing_key, *args, **kwargs)
+            return self._publish_unless_blocked(event, unconfirmed, routing_key, *args, **kwargs)
+
+    def _publish_unless_blocked(
+        self, event: Any, producer: Any, routing_key: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Publish, unless RabbitMQ blocks the connection (a resource alarm):
+        then the event is dropped and counted in ``dropped_while_blocked``.
+
+        Events are written without waiting for anything, and a blocked
+        connection is not read: during a long alarm they would fill the
+        socket's buffer, and the next write would stall the worker's main
+        process, consuming included. An event is monitoring data; a monitor
+        reads what it missed from the result backend.
+        """
+        amqp_connection = getattr(getattr(producer, "connection", None), "_connection", None)
+        if hasattr(amqp_connection, "read_waiting_frames"):
+            amqp_connection.read_waiting_frames()
+            if amqp_connection.blocked_reason is not None:
+                self.dropped_while_blocked += 1
+                return None
+        return super()._publish(event, producer, routing_key, *args, **kwargs)
 
 
 class Events(CeleryEvents):

@@ -165,7 +165,11 @@ def test_when_a_worker_starts_during_an_alarm_then_it_consumes_and_logs_the_alar
     ids = [client.send_task(add.name, (i, i)).id for i in range(30)]
     ledger.sent(ids)
     with memory_alarm(broker_node):
-        worker = local_worker_factory(WorkerNode("add", "-Q", add_queue.name), concurrency=1)
+        # With task events on: they are dropped while blocked, not queued up
+        # in the worker's socket.
+        worker = local_worker_factory(
+            WorkerNode("add", "-Q", add_queue.name), concurrency=1, extra_args=["-E"]
+        )
         worker.ready()
         # Every task runs while the alarm is on: consuming is not blocked.
         report = ledger.wait_for(timeout=RUN_TIMEOUT)

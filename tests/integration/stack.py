@@ -11,6 +11,7 @@ from celery import Celery
 from kombu import Connection
 from kombu.message import Message
 
+from routing_demo.alarms import WATCH_CONNECTION_NAME
 from routing_demo.polling import wait_until
 from routing_demo.rabbitmq import ManagementAPI, queue_counts
 from routing_demo.topology import QUEUES, Queues, dead_letter_queue
@@ -51,16 +52,18 @@ class Stack:
 def publishing_channels(stack: Stack) -> list[tuple[str | None, dict[str, Any]]]:
     """The stack vhost's channels that published something, as the management
     API reports them, each with the ``connection_name`` its connection gave
-    itself (``None``: it gave none)."""
+    itself (``None``: it gave none). The workers' alarm watches are left out:
+    their empty probes go to no queue (``routing_demo.alarms``)."""
     named = {
         connection["name"]: (connection.get("client_properties") or {}).get("connection_name")
         for connection in stack.management.connections(stack.vhost)
     }
-    return [
+    channels = [
         (named.get(channel["connection_details"]["name"]), channel)
         for channel in stack.management.channels(stack.vhost)
         if (channel.get("message_stats") or {}).get("publish")
     ]
+    return [(name, channel) for name, channel in channels if name != WATCH_CONNECTION_NAME]
 
 
 class DeadLetters:
