@@ -153,6 +153,10 @@ def test_when_the_broker_blocks_a_batch_then_it_names_the_tasks_not_stored(
     ):
         send_all(client.signature(add.name, (i, 1)) for i in range(200))
     settled(broker_node)
+    print(
+        f"\nBLOCKED BATCH: {len(failed.value.task_ids)} task ids named as not stored, "
+        f"{failed.value.confirmed} confirmed"
+    )
     assert failed.value.task_ids
     assert None not in failed.value.task_ids
     # What the batch confirmed is stored; what it names is not.
