@@ -84,8 +84,12 @@ def settled(node: PrivateRabbitMQNode) -> None:
 
 @pytest.fixture
 def client(shipped_app: Celery) -> Celery:
-    """The project's client, with a short send deadline."""
+    """The project's client, with a short send deadline, and the task queues
+    declared (each test counts what they hold)."""
     shipped_app.conf.publish_timeout = BOUND
+    with shipped_app.connection_for_write() as connection:
+        for queue in shipped_app.conf.task_queues:
+            queue(connection.default_channel).declare()
     return shipped_app
 
 
