@@ -23,6 +23,7 @@ from kombu import Exchange, Queue
 from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from ..rabbitmq import routing_key_matches
+from ..transports.pyamqp import sending_within
 from ..workers import SELECTIONS_SETTING, declared_selections, worker_nodes
 from ._common import broker_errors
 
@@ -217,7 +218,8 @@ def read_workers(
     if not ask_live:
         return Workers(NOT_ASKED)
     try:
-        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+        with sending_within(timeout):
+            replies = app.control.inspect(timeout=timeout).active_queues() or {}
     except (OSError, *broker_errors(app)) as exc:
         return Workers(NONE, error=str(exc) or type(exc).__name__)
     found = tuple(

@@ -25,6 +25,7 @@ from celery.backends.rpc import RPCBackend
 
 from ..polling import wait_until
 from ..sent_state import SENT, records_sent_state, sent_record
+from ..transports.pyamqp import sending_within
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -120,7 +121,8 @@ def read_before(app: Celery, task_id: str) -> Revoked:
 def where_held(app: Celery, task_ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
     """Task id -> worker node -> (how it holds the task, the request's info),
     from ``inspect query_task``."""
-    replies = app.control.inspect(timeout=timeout).query_task(*task_ids) or {}
+    with sending_within(timeout):
+        replies = app.control.inspect(timeout=timeout).query_task(*task_ids) or {}
     held: dict[str, dict[str, Any]] = {}
     for worker, tasks in replies.items():
         for task_id, (how, info) in (tasks or {}).items():
@@ -306,9 +308,10 @@ def revoke(
     tasks = [read_before(app, task_id) for task_id in ids]
     try:
         held = where_held(app, ids, timeout)
-        replies = app.control.revoke(
-            ids, terminate=terminate, signal=signal, reply=True, timeout=timeout
-        )
+        with sending_within(timeout):
+            replies = app.control.revoke(
+                ids, terminate=terminate, signal=signal, reply=True, timeout=timeout
+            )
     except broker_errors(app) as exc:
         click.echo(f"cannot revoke: the broker refused or cannot be reached: {exc}", err=True)
         ctx.exit(EXIT_FAILED)

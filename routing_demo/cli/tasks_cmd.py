@@ -15,6 +15,7 @@ from celery.signals import after_task_publish
 
 from ..sent_state import SENT, install, records_sent_state, sent_ids_expire, sent_record
 from ..timeline import Change, Outcome, follow, json_line
+from ..transports.pyamqp import sending_within
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -49,7 +50,8 @@ enable_events_option = click.option(
 
 def turn_on_events(app: Any) -> None:
     """Ask every worker to send task events, and say who answered (stderr)."""
-    replies = app.control.enable_events(reply=True, timeout=1.0) or []
+    with sending_within(1.0):
+        replies = app.control.enable_events(reply=True, timeout=1.0) or []
     workers = sorted(name for reply in replies for name in reply)
     named = ", ".join(workers) or "none answered"
     click.echo(

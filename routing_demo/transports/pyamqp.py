@@ -62,9 +62,10 @@ __all__ = [
 ]
 
 #: Seconds a confirmed publish waits on a blocked connection when no send
-#: deadline is set (a publish outside ``send_task``: a control reply, a
-#: result with confirms).
-BLOCKED_WAIT = 60.0
+#: deadline is set: a publish outside ``send_task`` (a worker's reply to a
+#: control command, which holds its main process meanwhile; a control
+#: broadcast outside the ``routes`` commands, which set their own).
+BLOCKED_WAIT = 10.0
 
 #: The monotonic time by which the current send must have ended, if any.
 send_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
