@@ -38,6 +38,7 @@ __all__ = [
     "NodePorts",
     "node_environment",
     "port_answers",
+    "rabbitmqctl",
 ]
 
 #: RabbitMQ's own start script. ``/usr/sbin/rabbitmq-server`` is a wrapper
@@ -300,23 +301,41 @@ class LocalNode:
 
     def ctl(self, *args: str, timeout: float = 60.0) -> str:
         """Run ``rabbitmqctl -n <node> args`` with this node's cookie; its stdout."""
-        done = subprocess.run(
-            [*self._wrap, RABBITMQCTL, "-n", self.nodename, "-q", *args],
-            env={
-                **os.environ,
-                "HOME": str(self.home),
-                "RABBITMQ_CONF_ENV_FILE": str(self.base_dir / "rabbitmq-env.conf"),
-            },
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+        return rabbitmqctl(
+            self.nodename, self.base_dir, *args, home=self.home, wrap=self._wrap, timeout=timeout
         )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"rabbitmqctl {' '.join(args)} on {self.nodename} failed: {done.stderr.strip()}"
-            )
-        return done.stdout
+
+
+def rabbitmqctl(
+    nodename: str,
+    base_dir: Path,
+    *args: str,
+    home: Path | None = None,
+    wrap: Sequence[str] = (),
+    timeout: float = 60.0,
+) -> str:
+    """``rabbitmqctl -n <nodename> -q args`` against a node whose files
+    ``node_environment`` wrote under ``base_dir`` (its Erlang cookie in
+    ``home``, ``base_dir/home`` unless given); its stdout. ``wrap`` runs it
+    elsewhere (``ip netns exec <ns>``). Raises ``RuntimeError`` with
+    rabbitmqctl's own message when it fails."""
+    done = subprocess.run(
+        [*wrap, RABBITMQCTL, "-n", nodename, "-q", *args],
+        env={
+            **os.environ,
+            "HOME": str(home or base_dir / "home"),
+            "RABBITMQ_CONF_ENV_FILE": str(base_dir / "rabbitmq-env.conf"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"rabbitmqctl {' '.join(args)} on {nodename} failed: {done.stderr.strip()}"
+        )
+    return done.stdout
 
 
 def _group_alive(pgid: int) -> bool:

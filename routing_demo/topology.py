@@ -98,15 +98,21 @@ QUORUM_DELIVERY_LIMIT = 20
 QUEUE_MAX_LENGTH_ENV = "ROUTING_DEMO_QUEUE_MAX_LENGTH"
 
 
-def queue_max_length_from_env() -> int | None:
-    """The cap ``ROUTING_DEMO_QUEUE_MAX_LENGTH`` names, or ``None``;
-    ``ValueError`` unless a positive integer."""
-    raw = os.environ.get(QUEUE_MAX_LENGTH_ENV, "").strip()
+def _positive_int_from_env(name: str) -> int | None:
+    """The positive integer environment variable ``name`` holds, ``None``
+    when unset; ``ValueError`` for anything else."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{QUEUE_MAX_LENGTH_ENV}={raw!r}: give a positive integer")
+        raise ValueError(f"{name}={raw!r}: give a positive integer")
     return int(raw)
+
+
+def queue_max_length_from_env() -> int | None:
+    """The cap ``ROUTING_DEMO_QUEUE_MAX_LENGTH`` names, or ``None``;
+    ``ValueError`` unless a positive integer."""
+    return _positive_int_from_env(QUEUE_MAX_LENGTH_ENV)
 
 
 def queue_type_from_env() -> str:
@@ -124,16 +130,8 @@ def queue_type_from_env() -> str:
 def quorum_delivery_limit_from_env() -> int:
     """The delivery limit ``ROUTING_DEMO_QUORUM_DELIVERY_LIMIT`` names
     (default ``QUORUM_DELIVERY_LIMIT``); ``ValueError`` unless a positive integer."""
-    raw = os.environ.get(QUORUM_DELIVERY_LIMIT_ENV, "").strip()
-    if not raw:
-        return QUORUM_DELIVERY_LIMIT
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise ValueError(f"{QUORUM_DELIVERY_LIMIT_ENV}={raw!r}: give a positive integer")
-    return limit
+    limit = _positive_int_from_env(QUORUM_DELIVERY_LIMIT_ENV)
+    return QUORUM_DELIVERY_LIMIT if limit is None else limit
 
 
 def durable_queue_arguments(

@@ -18,9 +18,7 @@ Two kinds, for two kinds of test:
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,7 +26,7 @@ from urllib.parse import urlsplit
 from kombu import Connection
 from pytest_celery import RabbitMQContainer
 
-from ..local_rabbitmq import RABBITMQCTL, NodePorts, node_environment
+from ..local_rabbitmq import NodePorts, node_environment, rabbitmqctl
 from .defaults import AMQP_PORTS, DIST_PORTS, MANAGEMENT_PORTS, RABBITMQ_SERVER
 from .ports import free_ports
 from .process import LocalProcessContainer
@@ -169,23 +167,7 @@ class PrivateRabbitMQNode(_AMQPService, LocalProcessContainer):
     def ctl(self, *args: str, timeout: float = 60.0) -> str:
         """``rabbitmqctl -n <node> -q args`` with this node's Erlang cookie; its
         stdout (``--formatter json`` among ``args`` for JSON)."""
-        done = subprocess.run(
-            [RABBITMQCTL, "-n", self.nodename, "-q", *args],
-            env={
-                **os.environ,
-                "HOME": str(self.base_dir / "home"),
-                "RABBITMQ_CONF_ENV_FILE": str(self.base_dir / "rabbitmq-env.conf"),
-            },
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"rabbitmqctl {' '.join(args)} on {self.nodename} failed: {done.stderr.strip()}"
-            )
-        return done.stdout
+        return rabbitmqctl(self.nodename, self.base_dir, *args, timeout=timeout)
 
 
 class PyAMQPRabbitMQContainer(RabbitMQContainer):
